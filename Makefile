@@ -1,0 +1,47 @@
+# dfend: PGXS build of a C++17 extension (see ../shared/TOOLCHAIN.md for why
+# each line below is here).
+EXTENSION = dfend
+MODULE_big = dfend
+DATA = $(wildcard sql/dfend--*.sql)
+
+CORE_SRCS = $(wildcard src/core/*.cpp)
+PG_SRCS = $(wildcard src/pg/*.cpp)
+OBJS = $(CORE_SRCS:.cpp=.o) $(PG_SRCS:.cpp=.o)
+
+REGRESS = $(patsubst sql/%.sql,%,$(filter-out sql/dfend--%,$(sort $(wildcard sql/*.sql))))
+REGRESS_OPTS = --load-extension=dfend
+
+PG_CPPFLAGS = -I$(srcdir)/src
+PG_CXXFLAGS = -std=c++17 -Wno-register -Wall -Wextra -Wno-unused-parameter
+SHLIB_LINK = -lcurl -lstdc++
+EXTRA_CLEAN = test/unit/unit_tests test/fuzz/fuzz_decoder test/fuzz/corpus-run
+
+# Debian builds PostgreSQL with LLVM: without this PGXS compiles every .cpp
+# to bitcode with clang-14 and without our flags.
+override with_llvm = no
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+# Debian's PGXS does not track header dependencies.
+CORE_HEADERS = $(wildcard src/core/*.hpp)
+PG_HEADERS = $(wildcard src/pg/*.hpp)
+$(OBJS): $(CORE_HEADERS)
+$(PG_SRCS:.cpp=.o): $(PG_HEADERS)
+
+# --- tests outside PostgreSQL -------------------------------------------
+GTEST_LIBS = -lgtest -lgtest_main -pthread
+CORE_TEST_CXXFLAGS = -std=c++17 -O1 -g -Wall -Wextra -Isrc
+
+test/unit/unit_tests: $(wildcard test/unit/*.cpp) $(CORE_SRCS) $(CORE_HEADERS)
+	$(CXX) $(CORE_TEST_CXXFLAGS) -o $@ $(wildcard test/unit/*.cpp) $(CORE_SRCS) -lcurl $(GTEST_LIBS)
+
+test/fuzz/fuzz_decoder: test/fuzz/fuzz_decoder.cpp $(CORE_SRCS) $(CORE_HEADERS)
+	clang++-14 -std=c++17 -g -O1 -Isrc -fsanitize=fuzzer,address,undefined -o $@ test/fuzz/fuzz_decoder.cpp $(CORE_SRCS) -lcurl
+
+.PHONY: emulator unit fuzz
+emulator:
+	$(MAKE) -C test/emulator dfend-emulator
+unit: test/unit/unit_tests
+fuzz: test/fuzz/fuzz_decoder

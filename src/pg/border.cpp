@@ -1,0 +1,91 @@
+#include "border.hpp"
+
+#include <new>
+#include <tuple>
+
+namespace dfend::pg {
+
+namespace {
+
+void copy_text(char *target, std::size_t size, const char *text) noexcept
+{
+    strlcpy(target, text ? text : "", size);
+}
+
+} // namespace
+
+int sqlstate_for(ErrorKind kind) noexcept
+{
+    switch (kind) {
+    case ErrorKind::InvalidArgument: return ERRCODE_INVALID_PARAMETER_VALUE;     // 22023
+    case ErrorKind::Configuration: return ERRCODE_CONFIG_FILE_ERROR;              // F0000
+    case ErrorKind::Unauthorized: return ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION; // 28000
+    case ErrorKind::RateLimited: return ERRCODE_SYSTEM_ERROR;                     // 58000
+    case ErrorKind::Upstream: return ERRCODE_SYSTEM_ERROR;                        // 58000
+    case ErrorKind::BadResponse: return ERRCODE_SYSTEM_ERROR;                     // 58000
+    case ErrorKind::ConnectFailed: return ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION; // 08001
+    case ErrorKind::TlsVerification: return ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION; // 08001
+    case ErrorKind::ConnectionLost: return ERRCODE_CONNECTION_FAILURE;            // 08006
+    case ErrorKind::Timeout: return ERRCODE_CONNECTION_FAILURE;                   // 08006
+    case ErrorKind::Cancelled: return ERRCODE_QUERY_CANCELED;                     // 57014
+    case ErrorKind::Internal: return ERRCODE_INTERNAL_ERROR;                      // XX000
+    }
+    return ERRCODE_INTERNAL_ERROR;
+}
+
+void capture_current_exception(CapturedError *out) noexcept
+{
+    out->kind = ErrorKind::Internal;
+    out->postgres_error = nullptr;
+    out->message[0] = out->detail[0] = out->hint[0] = '\0';
+    try {
+        throw;
+    } catch (const PostgresError &e) {
+        out->postgres_error = e.data();
+    } catch (const Error &e) {
+        out->kind = e.kind();
+        copy_text(out->message, sizeof out->message, e.message().c_str());
+        copy_text(out->detail, sizeof out->detail, e.detail().c_str());
+        copy_text(out->hint, sizeof out->hint, e.hint().c_str());
+    } catch (const std::bad_alloc &) {
+        copy_text(out->message, sizeof out->message, "out of memory");
+    } catch (const std::exception &e) {
+        copy_text(out->message, sizeof out->message, "unexpected error in dfend");
+        copy_text(out->detail, sizeof out->detail, e.what());
+    } catch (...) {
+        copy_text(out->message, sizeof out->message, "unexpected error in dfend");
+    }
+}
+
+void raise_captured(const CapturedError *error)
+{
+    if (error->postgres_error)
+        ReThrowError(error->postgres_error);
+    if (error->kind == ErrorKind::Cancelled) {
+        // The transfer stopped because PostgreSQL wants to cancel or exit:
+        // let it raise its own error (57014 with its usual message, or FATAL).
+        CHECK_FOR_INTERRUPTS();
+    }
+    // Copied byte-wise from longer text: never end inside a character.
+    char message[sizeof error->message];
+    char detail[sizeof error->detail];
+    char hint[sizeof error->hint];
+    for (auto [target, source, size] : {std::tuple{message, error->message, sizeof message},
+                                        std::tuple{detail, error->detail, sizeof detail},
+                                        std::tuple{hint, error->hint, sizeof hint}}) {
+        int length = strnlen(source, size - 1);
+        int clipped = pg_mbcliplen(source, length, length);
+        memcpy(target, source, clipped);
+        target[clipped] = '\0';
+    }
+    bool out_of_memory = strcmp(message, "out of memory") == 0 &&
+                         error->kind == ErrorKind::Internal;
+    ereport(ERROR,
+            (errcode(out_of_memory ? ERRCODE_OUT_OF_MEMORY : sqlstate_for(error->kind)),
+             errmsg_internal("%s", message),
+             detail[0] ? errdetail_internal("%s", detail) : 0,
+             hint[0] ? errhint("%s", hint) : 0));
+    pg_unreachable();
+}
+
+} // namespace dfend::pg

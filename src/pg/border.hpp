@@ -1,0 +1,102 @@
+// The border between PostgreSQL-style code (may ereport, palloc; owns no
+// object with a destructor) and C++-style code (may throw; RAII). It is the
+// only way the two call each other:
+//
+//   cpp_call(fn)  PostgreSQL code runs C++ code. Every exception is caught and
+//                 copied into a plain struct; the C++ scope closes; only then is
+//                 the error raised with ereport and its mapped SQLSTATE.
+//   pg_call(fn)   C++ code runs PostgreSQL code (palloc, jsonb_in, ...). An
+//                 ereport(ERROR) is caught with PG_TRY and thrown on as a C++
+//                 exception, so it unwinds C++ frames properly; cpp_call then
+//                 re-raises it unchanged.
+//
+// So no exception ever reaches PostgreSQL, and no longjmp ever crosses a
+// frame that owns a destructor.
+#pragma once
+
+#include "../core/error.hpp"
+
+#include <exception>
+#include <type_traits>
+
+#include "postgres.hpp"
+
+namespace dfend::pg {
+
+// A PostgreSQL error travelling through C++ frames.
+class PostgresError : public std::exception {
+  public:
+    explicit PostgresError(ErrorData *data) noexcept : data_(data) {}
+    const char *what() const noexcept override { return data_->message; }
+    ErrorData *data() const noexcept { return data_; }
+
+  private:
+    ErrorData *data_;
+};
+
+// Plain data, so it outlives the C++ scope that filled it without a destructor.
+struct CapturedError {
+    ErrorKind kind;
+    ErrorData *postgres_error; // set when a PostgresError was caught
+    char message[512];
+    char detail[1024];
+    char hint[512];
+};
+
+// Only inside a catch block: classifies the exception being handled.
+void capture_current_exception(CapturedError *out) noexcept;
+// PostgreSQL-style: raises the captured error. Never returns.
+[[noreturn]] void raise_captured(const CapturedError *error);
+// The SQLSTATE documented for each kind of core error.
+int sqlstate_for(ErrorKind kind) noexcept;
+
+template <typename Fn>
+auto cpp_call(Fn &&fn) -> decltype(fn())
+{
+    using Result = decltype(fn());
+    static_assert(std::is_void_v<Result> || std::is_trivially_destructible_v<Result>,
+                  "cpp_call may only hand back plain values or pointers");
+    CapturedError error;
+    try {
+        if constexpr (std::is_void_v<Result>) {
+            fn();
+            return;
+        } else {
+            return fn();
+        }
+    } catch (...) {
+        capture_current_exception(&error);
+    }
+    raise_captured(&error);
+}
+
+template <typename Fn>
+auto pg_call(Fn &&fn) -> decltype(fn())
+{
+    using Result = decltype(fn());
+    static_assert(std::is_void_v<Result> || std::is_scalar_v<Result>,
+                  "pg_call may only hand back scalars or pointers");
+    MemoryContext caller_context = CurrentMemoryContext;
+    ErrorData *volatile caught = nullptr;
+    std::conditional_t<std::is_void_v<Result>, int, Result> volatile result{};
+    PG_TRY();
+    {
+        if constexpr (std::is_void_v<Result>)
+            fn();
+        else
+            result = fn();
+    }
+    PG_CATCH();
+    {
+        MemoryContextSwitchTo(caller_context);
+        caught = CopyErrorData();
+        FlushErrorState();
+    }
+    PG_END_TRY();
+    if (caught)
+        throw PostgresError(caught);
+    if constexpr (!std::is_void_v<Result>)
+        return result;
+}
+
+} // namespace dfend::pg

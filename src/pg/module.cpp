@@ -1,0 +1,18 @@
+// Module entry: PG_MODULE_MAGIC and _PG_init.
+#include "settings.hpp"
+
+#include "postgres.hpp"
+
+extern "C" {
+
+PG_MODULE_MAGIC;
+
+void _PG_init(void);
+
+void _PG_init(void)
+{
+    dfend::pg::note_loaded_at_startup(process_shared_preload_libraries_in_progress);
+    dfend::pg::define_settings();
+}
+
+} // extern "C"

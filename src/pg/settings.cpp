@@ -1,0 +1,180 @@
+#include "settings.hpp"
+
+#include "../core/validation.hpp"
+
+#include <cstdlib>
+#include <cstring>
+
+#include "postgres.hpp"
+
+namespace dfend::pg {
+
+namespace {
+
+// What SHOW, current_setting() and pg_settings display instead of a key.
+constexpr const char *kMask = "********";
+
+char *api_url = nullptr;
+char *api_key_shown = nullptr; // always kMask or empty; the key lives in ApiKey
+char *api_key_file = nullptr;
+char *ca_file = nullptr;
+int connect_timeout_ms = 5000;
+int request_timeout_ms = 10000;
+int max_retries = 3;
+int retry_base_delay_ms = 100;
+int retry_max_delay_ms = 5000;
+bool preloaded = false;
+
+// The real key travels as the setting's "extra", which PostgreSQL saves and
+// restores with the displayed value (SET LOCAL, RESET, rollback), so the
+// displayed value can be a constant mask. A constant mask also means a
+// reload never logs "parameter changed to <key>": the value PostgreSQL
+// compares before and after is the mask.
+struct ApiKey {
+    GucSource source;
+    char key[FLEXIBLE_ARRAY_MEMBER];
+};
+const ApiKey *api_key = nullptr;
+
+bool check_api_key(char **newval, void **extra, GucSource source)
+{
+    const char *value = *newval ? *newval : "";
+    if (value[0] != '\0') {
+        // Role, database and function settings live in catalogs that every
+        // role can read (pg_db_role_setting, pg_proc.proconfig).
+        if (source == PGC_S_TEST || source == PGC_S_GLOBAL || source == PGC_S_DATABASE ||
+            source == PGC_S_USER || source == PGC_S_DATABASE_USER) {
+            GUC_check_errcode(ERRCODE_INSUFFICIENT_PRIVILEGE);
+            GUC_check_errmsg("dfend.api_key cannot be stored as a role, database or "
+                             "function setting");
+            GUC_check_errdetail("Such settings are kept in catalogs that every role can "
+                                "read.");
+            GUC_check_errhint("Set dfend.api_key_file, or dfend.api_key in "
+                              "postgresql.conf.");
+            return false;
+        }
+        if (auto problem = api_key_problem(value)) {
+            // Our own message: PostgreSQL's default one would quote the value.
+            GUC_check_errmsg("invalid value for parameter \"dfend.api_key\"");
+            GUC_check_errdetail("%s", problem->c_str());
+            return false;
+        }
+    }
+    std::size_t length = strlen(value);
+    auto *stored = static_cast<ApiKey *>(malloc(offsetof(ApiKey, key) + length + 1));
+    char *shown = strdup(length ? kMask : "");
+    if (!stored || !shown) {
+        free(stored);
+        free(shown);
+        GUC_check_errcode(ERRCODE_OUT_OF_MEMORY);
+        GUC_check_errmsg("out of memory");
+        return false;
+    }
+    stored->source = source;
+    memcpy(stored->key, value, length + 1);
+    explicit_bzero(*newval, length);
+    free(*newval);
+    *newval = shown;
+    *extra = stored;
+    return true;
+}
+
+void assign_api_key(const char *, void *extra)
+{
+    api_key = static_cast<const ApiKey *>(extra);
+}
+
+bool check_api_url(char **newval, void **, GucSource)
+{
+    if (auto problem = api_url_problem(*newval ? *newval : "")) {
+        GUC_check_errdetail("%s", problem->c_str());
+        return false;
+    }
+    return true;
+}
+
+} // namespace
+
+bool loaded_at_startup() { return preloaded; }
+void note_loaded_at_startup(bool value) { preloaded = value; }
+
+void define_settings()
+{
+    DefineCustomStringVariable(
+        "dfend.api_url", "Sets the base URL of the DFend API.",
+        "Requests go to this URL followed by /identity. Plain http is accepted only "
+        "for loopback hosts.",
+        &api_url, "https://api.dfend.app", PGC_SUSET, 0, check_api_url, nullptr, nullptr);
+    DefineCustomStringVariable(
+        "dfend.api_key", "Sets the DFend secret API key sent as x-api-key.",
+        "Shown masked. Prefer dfend.api_key_file; when set, this takes precedence.",
+        &api_key_shown, "", PGC_SUSET, GUC_SUPERUSER_ONLY | GUC_NOT_IN_SAMPLE,
+        check_api_key, assign_api_key, nullptr);
+    DefineCustomStringVariable(
+        "dfend.api_key_file", "Sets the path of a file holding the DFend secret API key.",
+        "The file must be readable by the server's operating system user only.",
+        &api_key_file, "", PGC_SUSET, GUC_SUPERUSER_ONLY, nullptr, nullptr, nullptr);
+    DefineCustomStringVariable(
+        "dfend.ca_file", "Sets a file of CA certificates to verify DFend's TLS certificate.",
+        "Empty means the system's trust store. Verification is always on.", &ca_file, "",
+        PGC_SUSET, 0, nullptr, nullptr, nullptr);
+    DefineCustomIntVariable("dfend.connect_timeout",
+                            "Sets the time allowed to connect to DFend.", nullptr,
+                            &connect_timeout_ms, 5000, 1, 600000, PGC_USERSET, GUC_UNIT_MS,
+                            nullptr, nullptr, nullptr);
+    DefineCustomIntVariable("dfend.request_timeout",
+                            "Sets the time allowed for one request to DFend, connecting "
+                            "included.",
+                            nullptr, &request_timeout_ms, 10000, 1, 3600000, PGC_USERSET,
+                            GUC_UNIT_MS, nullptr, nullptr, nullptr);
+    DefineCustomIntVariable("dfend.max_retries",
+                            "Sets how many times a request is retried after a transient "
+                            "failure.",
+                            "Transport errors, timeouts, 429 and 5xx are retried.",
+                            &max_retries, 3, 0, 100, PGC_USERSET, 0, nullptr, nullptr,
+                            nullptr);
+    DefineCustomIntVariable("dfend.retry_base_delay",
+                            "Sets the first backoff delay between retries.",
+                            "Each retry doubles it, up to dfend.retry_max_delay, with "
+                            "jitter.",
+                            &retry_base_delay_ms, 100, 1, 600000, PGC_USERSET, GUC_UNIT_MS,
+                            nullptr, nullptr, nullptr);
+    DefineCustomIntVariable("dfend.retry_max_delay",
+                            "Sets the longest wait before a retry.",
+                            "A Retry-After longer than this makes the call fail at once.",
+                            &retry_max_delay_ms, 5000, 1, 3600000, PGC_USERSET, GUC_UNIT_MS,
+                            nullptr, nullptr, nullptr);
+    MarkGUCPrefixReserved("dfend");
+}
+
+ClientSettings current_client_settings(KeyFileCache &key_files)
+{
+    ClientSettings settings;
+    settings.api_url = api_url ? api_url : "";
+    settings.ca_file = ca_file ? ca_file : "";
+    settings.connect_timeout_ms = connect_timeout_ms;
+    settings.request_timeout_ms = request_timeout_ms;
+    settings.retry.max_retries = max_retries;
+    settings.retry.base_delay = Millis(retry_base_delay_ms);
+    settings.retry.max_delay = Millis(retry_max_delay_ms);
+
+    if (api_key && api_key->key[0] != '\0') {
+        // Without preloading, a postgresql.conf value sat in an unprotected
+        // placeholder that any role could SHOW until this library loaded.
+        bool server_wide = api_key->source == PGC_S_FILE || api_key->source == PGC_S_ARGV;
+        if (server_wide && !preloaded)
+            throw Error(ErrorKind::Configuration,
+                        "dfend.api_key is set in the server configuration but dfend is not "
+                        "in shared_preload_libraries",
+                        "Until the library is loaded, any role can read the value with "
+                        "SHOW, so it is not used.",
+                        "Add dfend to shared_preload_libraries and restart, or use "
+                        "dfend.api_key_file.");
+        settings.api_key = api_key->key;
+    } else if (api_key_file && api_key_file[0] != '\0') {
+        settings.api_key = key_files.get(api_key_file);
+    }
+    return settings;
+}
+
+} // namespace dfend::pg
