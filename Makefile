@@ -31,11 +31,15 @@ $(OBJS): $(CORE_HEADERS)
 $(PG_SRCS:.cpp=.o): $(PG_HEADERS)
 
 # --- tests outside PostgreSQL -------------------------------------------
+# Unit tests run an in-process cpp-httplib server; Debian's cpp-httplib is a
+# library whose defines must match (pkg-config).
 GTEST_LIBS = -lgtest -lgtest_main -pthread
-CORE_TEST_CXXFLAGS = -std=c++17 -O1 -g -Wall -Wextra -Isrc
+HTTPLIB_CFLAGS = $(shell pkg-config --cflags cpp-httplib)
+HTTPLIB_LIBS = $(shell pkg-config --libs cpp-httplib) -lssl -lcrypto
+CORE_TEST_CXXFLAGS = -std=c++17 -O1 -g -Wall -Wextra -Isrc $(HTTPLIB_CFLAGS)
 
-test/unit/unit_tests: $(wildcard test/unit/*.cpp) $(CORE_SRCS) $(CORE_HEADERS)
-	$(CXX) $(CORE_TEST_CXXFLAGS) -o $@ $(wildcard test/unit/*.cpp) $(CORE_SRCS) -lcurl $(GTEST_LIBS)
+test/unit/unit_tests: $(wildcard test/unit/*.cpp test/unit/*.hpp) $(CORE_SRCS) $(CORE_HEADERS)
+	$(CXX) $(CORE_TEST_CXXFLAGS) -o $@ $(wildcard test/unit/*.cpp) $(CORE_SRCS) -lcurl $(HTTPLIB_LIBS) $(GTEST_LIBS)
 
 test/fuzz/fuzz_decoder: test/fuzz/fuzz_decoder.cpp $(CORE_SRCS) $(CORE_HEADERS)
 	clang++-14 -std=c++17 -g -O1 -Isrc -fsanitize=fuzzer,address,undefined -o $@ test/fuzz/fuzz_decoder.cpp $(CORE_SRCS) -lcurl
