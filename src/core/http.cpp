@@ -138,8 +138,8 @@ HttpResponse Transfer::finish(CURL *easy, CURLcode code)
     if (code != CURLE_OK) {
         ErrorKind kind = classify_curl_code(code);
         std::string detail = error_buffer_[0] ? error_buffer_ : curl_easy_strerror(code);
-        if (kind == ErrorKind::Timeout)
-            detail += ".";
+        if (!detail.empty() && detail.back() != '.')
+            detail += '.';
         Error error(kind, message_for(kind), detail);
         if (kind == ErrorKind::TlsVerification)
             error = Error(kind, message_for(kind), detail,

@@ -17,8 +17,11 @@ std::optional<Error> classify_response(const HttpResponse &response, bool not_fo
 
     std::string said = extract_error_message(response.body);
     std::string detail = "DFend answered HTTP " + std::to_string(status) + ".";
-    if (!said.empty())
+    if (!said.empty()) {
         detail += " DFend said: " + said;
+        if (detail.back() != '.')
+            detail += '.';
+    }
 
     if (status == 401 || status == 403)
         return Error(ErrorKind::Unauthorized, "DFend rejected the API key", detail,

@@ -79,17 +79,17 @@ bool is_loopback_host(std::string_view host)
 {
     if (host == "localhost" || host == "[::1]" || host == "::1")
         return true;
-    // 127.0.0.0/8 in dotted form.
+    // 127.0.0.0/8 in dotted form (libcurl has normalised the address).
     if (host.substr(0, 4) != "127.")
         return false;
-    int parts = 1;
-    for (char c : host.substr(4)) {
+    int dots = 0;
+    for (char c : host) {
         if (c == '.')
-            ++parts;
+            ++dots;
         else if (c < '0' || c > '9')
             return false;
     }
-    return parts == 4;
+    return dots == 3;
 }
 
 } // namespace

@@ -16,8 +16,10 @@ char *utf8_argument(FunctionCallInfo fcinfo, int n)
 {
     if (PG_ARGISNULL(n))
         return nullptr;
-    text *value = PG_GETARG_TEXT_PP(n);
-    return pg_server_to_any(VARDATA_ANY(value), VARSIZE_ANY_EXHDR(value), PG_UTF8);
+    // text_to_cstring first: the conversion returns its input unchanged
+    // when the server already speaks UTF-8, and a varlena is not terminated.
+    char *value = text_to_cstring(PG_GETARG_TEXT_PP(n));
+    return pg_server_to_any(value, strlen(value), PG_UTF8);
 }
 
 // A UTF-8 string from DFend, in the server encoding, palloc'd. C++-style.
