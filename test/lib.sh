@@ -1,0 +1,75 @@
+# Shared by test/run-tests.sh, test/demo.sh and bench/*.sh. Source it.
+# Installs what is missing, builds, and starts emulators that stop on exit.
+set -euo pipefail
+
+DFEND_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+DFEND_PACKAGES="postgresql-15 postgresql-server-dev-15 postgresql-common libcurl4-openssl-dev
+  nlohmann-json3-dev g++ make pkgconf libcpp-httplib-dev libgtest-dev clang-14 libfuzzer-14-dev
+  openssl curl python3 procps"
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+ensure_packages() {
+    local missing=()
+    for p in $DFEND_PACKAGES; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        log "installing ${missing[*]}"
+        [ "$(id -u)" = 0 ] || { echo "run as root to install packages" >&2; exit 1; }
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+}
+
+build_and_install() {
+    log "building the extension and the emulator"
+    make -C "$DFEND_ROOT" -s -j2 >/dev/null
+    make -C "$DFEND_ROOT" -s install >/dev/null
+    make -C "$DFEND_ROOT" -s emulator >/dev/null
+}
+
+# A scratch folder that the postgres user can read (key files, certificates).
+DFEND_RUN_DIR=""
+make_run_dir() {
+    DFEND_RUN_DIR=$(mktemp -d /tmp/dfend-run.XXXXXX)
+    chmod 755 "$DFEND_RUN_DIR"
+}
+
+# write_key_file PATH KEY: readable by the server's OS user only.
+write_key_file() {
+    printf '%s\n' "$2" > "$1"
+    chown postgres: "$1" 2>/dev/null || true
+    chmod 600 "$1"
+}
+
+EMULATOR_PIDS=()
+stop_emulators() {
+    local pid
+    for pid in "${EMULATOR_PIDS[@]:-}"; do
+        [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${EMULATOR_PIDS[@]:-}"; do
+        [ -n "$pid" ] && wait "$pid" 2>/dev/null || true
+    done
+    EMULATOR_PIDS=()
+}
+
+# start_emulator NAME [emulator flags...]: sets EMULATOR_PORT.
+start_emulator() {
+    local name=$1; shift
+    local port_file="$DFEND_RUN_DIR/$name.port"
+    rm -f "$port_file"
+    "$DFEND_ROOT/test/emulator/dfend-emulator" --port 0 --port-file "$port_file" --quiet "$@" \
+        >"$DFEND_RUN_DIR/$name.log" 2>&1 &
+    EMULATOR_PIDS+=($!)
+    local i
+    for i in $(seq 1 500); do   # readiness: the port file appears once it listens
+        [ -s "$port_file" ] && break
+        kill -0 "${EMULATOR_PIDS[-1]}" 2>/dev/null || { cat "$DFEND_RUN_DIR/$name.log" >&2; return 1; }
+        sleep 0.01
+    done
+    [ -s "$port_file" ] || { echo "emulator $name did not start" >&2; return 1; }
+    EMULATOR_PORT=$(cat "$port_file")
+}
