@@ -25,7 +25,7 @@ SELECT try($$SELECT dfend_register_identity('e-4')$$);
 
 -- Nothing listens: 08001.
 SET dfend.api_url = 'http://127.0.0.1:1';
-SELECT try_verbose($$SELECT dfend_register_identity('e-5')$$);
+SELECT try($$SELECT dfend_register_identity('e-5')$$);
 RESET dfend.api_url;
 
 -- A request that outlives dfend.request_timeout: 08006.

@@ -37,7 +37,7 @@ SELECT created, merged FROM dfend_register_identity('user-5', NULL, NULL, NULL, 
 SELECT dfend_get_identity('user-5')->'identifiers' AS identifiers;
 
 -- Text outside ASCII round-trips.
-SELECT created FROM dfend_register_identity('usuário-6', 'zoë@example.com');
+SELECT created FROM dfend_register_identity('usuário-6', 'zoe@example.com');
 SELECT dfend_get_identity('usuário-6')->'identifiers'->'userIds' AS user_ids;
 
 -- Many calls in one statement, then the emulator's own count: no duplicates.

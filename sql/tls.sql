@@ -27,6 +27,6 @@ SELECT try_verbose($$SELECT dfend_register_identity('t-3')$$);
 -- A CA file that cannot be read.
 SET dfend.api_url = :'tls_url';
 SET dfend.ca_file = '/nonexistent/ca.pem';
-SELECT try($$SELECT dfend_register_identity('t-4')$$);
+SELECT try_verbose($$SELECT dfend_register_identity('t-4')$$);
 RESET dfend.ca_file;
 RESET dfend.api_url;

@@ -6,7 +6,7 @@ SELECT try_verbose($$SELECT dfend_register_identity(repeat('x', 257))$$);
 SELECT try($$SELECT dfend_register_identity(repeat('x', 256))$$) AS longest_user_id;
 
 -- Email: one documented rule.
-SELECT email, try(format('SELECT dfend_register_identity(%L, %L)', 'v-' || email, email)) AS result
+SELECT left(email, 40) AS email, try(format('SELECT dfend_register_identity(%L, %L)', 'v-' || md5(email), email)) AS result
 FROM unnest(ARRAY[
     'ada@example.com', 'first.last+tag@sub.example.co.uk', 'o''neil@example.org',
     'plain', '@example.com', 'ada@', 'ada@example', 'ada@@example.com', 'a@b@example.com',

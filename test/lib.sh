@@ -3,6 +3,7 @@
 set -euo pipefail
 
 DFEND_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+export DFEND_ROOT
 DFEND_PACKAGES="postgresql-15 postgresql-server-dev-15 postgresql-common libcurl4-openssl-dev
   nlohmann-json3-dev g++ make pkgconf libcpp-httplib-dev libgtest-dev clang-14 libfuzzer-14-dev
   openssl curl python3 procps"
@@ -72,4 +73,25 @@ start_emulator() {
     done
     [ -s "$port_file" ] || { echo "emulator $name did not start" >&2; return 1; }
     EMULATOR_PORT=$(cat "$port_file")
+}
+
+# TAP-style results for scenario scripts, counted by test/run-tests.sh.
+SCENARIO_FAILED=0
+pass() { echo "ok - $*"; }
+fail() { echo "not ok - $*"; SCENARIO_FAILED=1; }
+# expect DESCRIPTION ACTUAL EXPECTED
+expect() { if [ "$2" = "$3" ]; then pass "$1"; else fail "$1 (got '$2', expected '$3')"; fi; }
+# expect_match DESCRIPTION ACTUAL REGEX
+expect_match() { if [[ "$2" =~ $3 ]]; then pass "$1"; else fail "$1 (got '$2')"; fi; }
+
+# Runs one SQL command, printing only the value (or the error text).
+sql() { psql -XAtq -v ON_ERROR_STOP=1 -c "$1" 2>&1; }
+
+# wait_until TIMEOUT_SECONDS COMMAND...: polls a condition, bounded.
+wait_until() {
+    local deadline=$((SECONDS + $1)); shift
+    until "$@"; do
+        [ $SECONDS -lt $deadline ] || return 1
+        sleep 0.02
+    done
 }

@@ -140,7 +140,10 @@ HttpResponse Transfer::finish(CURL *easy, CURLcode code)
         std::string detail = error_buffer_[0] ? error_buffer_ : curl_easy_strerror(code);
         if (!detail.empty() && detail.back() != '.')
             detail += '.';
-        Error error(kind, message_for(kind), detail);
+        const char *message = code == CURLE_SSL_CACERT_BADFILE
+                                  ? "could not load the CA certificates in dfend.ca_file"
+                                  : message_for(kind);
+        Error error(kind, message, detail);
         if (kind == ErrorKind::TlsVerification)
             error = Error(kind, message_for(kind), detail,
                           "Set dfend.ca_file to the certificate of the CA that signed the "

@@ -60,7 +60,7 @@
 #include <unordered_set>
 #include <vector>
 
-using json = nlohmann::json;
+using json = nlohmann::ordered_json;
 
 namespace {
 
@@ -153,7 +153,23 @@ struct Config {
   std::vector<std::string> fail_user_ids;
   std::unordered_set<std::string> fail_set;
   bool error_echo_key = false;
+  // Deterministic faults: "the next N requests fail". Parsed here, then moved
+  // into the g_next_* counters when a config update is committed; -1 = keep.
+  int64_t fail_next_5xx = -1;
+  int64_t fail_next_429 = -1;
+  int64_t drop_next = -1;
+  int64_t hang_next = -1;
 };
+
+std::atomic<int64_t> g_next_5xx{0}, g_next_429{0}, g_next_drop{0}, g_next_hang{0};
+
+// Takes one from a "next N requests" counter; false when it is zero.
+bool take_one(std::atomic<int64_t> &counter) {
+  int64_t v = counter.load();
+  while (v > 0)
+    if (counter.compare_exchange_weak(v, v - 1)) return true;
+  return false;
+}
 
 json config_to_json(const Config &c) {
   json j = json::object();
@@ -169,6 +185,10 @@ json config_to_json(const Config &c) {
   j["hang_ms"] = c.hang_ms;
   j["fail_user_ids"] = c.fail_user_ids;
   j["error_echo_key"] = c.error_echo_key;
+  j["fail_next_5xx"] = g_next_5xx.load();
+  j["fail_next_429"] = g_next_429.load();
+  j["drop_next"] = g_next_drop.load();
+  j["hang_next"] = g_next_hang.load();
   return j;
 }
 
@@ -208,6 +228,10 @@ std::string apply_config(Config &c, const json &j) {
     else if (k == "jitter_ms") err = get_int(0, kMaxDelayMs, c.jitter_ms);
     else if (k == "hang_ms") err = get_int(0, kMaxDelayMs, c.hang_ms);
     else if (k == "retry_after") err = get_int(0, 86400, c.retry_after);
+    else if (k == "fail_next_5xx") err = get_int(0, 1000000, c.fail_next_5xx);
+    else if (k == "fail_next_429") err = get_int(0, 1000000, c.fail_next_429);
+    else if (k == "drop_next") err = get_int(0, 1000000, c.drop_next);
+    else if (k == "hang_next") err = get_int(0, 1000000, c.hang_next);
     else if (k == "rate_5xx") err = get_rate(c.rate_5xx);
     else if (k == "rate_429") err = get_rate(c.rate_429);
     else if (k == "rate_drop") err = get_rate(c.rate_drop);
@@ -633,22 +657,30 @@ void handle_identity(const httplib::Request &req, httplib::Response &res) {
     if (!ri.has_key || !g_keys.count(ri.key)) {
       client_error(ri, res, 401, "invalid API key");
     } else {
-      // One roll, cumulative ranges: 5xx, 429, drop, hang (at most one fault).
-      bool do_drop = false;
-      double u = (cfg.rate_5xx + cfg.rate_429 + cfg.rate_drop + cfg.rate_hang > 0)
-                     ? g_rng.uniform()
-                     : 1.0;
-      double edge = cfg.rate_5xx;
-      if (u < edge) {
+      // Deterministic faults ("the next N requests") first, then one roll
+      // over cumulative ranges: 5xx, 429, drop, hang (at most one fault).
+      enum class Fault { None, Unavailable, RateLimited, Drop, Hang } fault = Fault::None;
+      if (take_one(g_next_5xx)) fault = Fault::Unavailable;
+      else if (take_one(g_next_429)) fault = Fault::RateLimited;
+      else if (take_one(g_next_drop)) fault = Fault::Drop;
+      else if (take_one(g_next_hang)) fault = Fault::Hang;
+      else if (cfg.rate_5xx + cfg.rate_429 + cfg.rate_drop + cfg.rate_hang > 0) {
+        double u = g_rng.uniform();
+        double edge = cfg.rate_5xx;
+        if (u < edge) fault = Fault::Unavailable;
+        else if (u < (edge += cfg.rate_429)) fault = Fault::RateLimited;
+        else if (u < (edge += cfg.rate_drop)) fault = Fault::Drop;
+        else if (u < (edge += cfg.rate_hang)) fault = Fault::Hang;
+      }
+      bool do_drop = fault == Fault::Drop;
+      if (fault == Fault::Unavailable) {
         set_error(res, 503, "service unavailable");
-      } else if (u < (edge += cfg.rate_429)) {
+      } else if (fault == Fault::RateLimited) {
         if (cfg.retry_after > 0)
           res.set_header("Retry-After", std::to_string(cfg.retry_after));
         client_error(ri, res, 429, "rate limited");
       } else {
-        if (u < (edge += cfg.rate_drop)) {
-          do_drop = true;
-        } else if (u < (edge += cfg.rate_hang)) {
+        if (fault == Fault::Hang) {
           hung = true;
           interruptible_sleep_ms(cfg.hang_ms);
         }
@@ -725,6 +757,13 @@ void register_routes(httplib::Server &svr) {
     auto next = std::make_shared<Config>(*g_config);
     err = apply_config(*next, j);
     if (!err.empty()) return set_error(res, 400, err);
+    for (auto [field, counter] : {std::pair{&next->fail_next_5xx, &g_next_5xx},
+                                  std::pair{&next->fail_next_429, &g_next_429},
+                                  std::pair{&next->drop_next, &g_next_drop},
+                                  std::pair{&next->hang_next, &g_next_hang}}) {
+      if (*field >= 0) counter->store(*field);
+      *field = -1;
+    }
     g_config = next;
     set_json(res, 200, config_to_json(*next));
   });
@@ -758,7 +797,11 @@ void register_routes(httplib::Server &svr) {
     json cfg;
     {
       std::lock_guard<std::mutex> lk(g_config_mu);
-      if (reset_config) g_config = g_startup_config;
+      if (reset_config) {
+        g_config = g_startup_config;
+        for (auto *counter : {&g_next_5xx, &g_next_429, &g_next_drop, &g_next_hang})
+          counter->store(0);
+      }
       cfg = config_to_json(*g_config);
     }
     set_json(res, 200, json{{"ok", true}, {"config", cfg}});
