@@ -1,0 +1,40 @@
+\pset footer off
+\echo
+\echo '-- 1. Install the extension. The key lives in a file named by dfend.api_key_file.'
+CREATE EXTENSION dfend;
+SHOW dfend.api_url;
+
+\echo
+\echo '-- 2. A users table, and every user registered with DFend; the returned id is stored on the row.'
+CREATE TABLE users (id bigint PRIMARY KEY, email text, phone text, dfend_id text);
+INSERT INTO users (id, email, phone) VALUES
+    (1, 'ada@example.com', '+14155550101'),
+    (2, 'grace@example.com', NULL),
+    (3, 'linus@example.org', '+358401234567');
+UPDATE users SET dfend_id = (dfend_register_identity(id::text, email, phone)).id;
+SELECT * FROM users ORDER BY id;
+
+\echo
+\echo '-- 3. Registering again is safe: same id, created = false. merge => true adds new details.'
+SELECT * FROM dfend_register_identity('1', 'ada.lovelace@example.com', merge => true,
+                                      metadata => '{"plan": "pro"}');
+
+\echo
+\echo '-- 4. Fetch the Identity object by user id (or by DFend id).'
+SELECT jsonb_pretty(dfend_get_identity('1') - 'ips' - 'devices' - 'locations' - 'vpns' - 'carriers' - 'tor') AS identity;
+SELECT dfend_get_identity('no-such-user') IS NULL AS unknown_user_is_null;
+
+\echo
+\echo '-- 5. Bad input is refused before any request is sent.'
+\set ON_ERROR_STOP 0
+SELECT dfend_register_identity('4', 'not-an-email');
+SELECT dfend_register_identity('4', phone => '555-0100');
+\set ON_ERROR_STOP 1
+
+\echo
+\echo '-- 6. The key is never shown, not even to a superuser: the file route shows nothing,'
+\echo '--    and a key set directly shows as a mask.'
+SHOW dfend.api_key;
+SET dfend.api_key = 'sk_demo_secret_key';
+SHOW dfend.api_key;
+\echo
