@@ -24,9 +24,13 @@ std::optional<json> parse_bounded(std::string_view text, std::string *why)
         return std::nullopt;
     }
     bool too_deep = false;
-    json::parser_callback_t limit_depth = [&too_deep](int depth, json::parse_event_t,
+    json::parser_callback_t limit_depth = [&too_deep](int depth, json::parse_event_t event,
                                                       json &) {
-        if (depth > kMaxJsonDepth)
+        // `depth` counts the containers around the event; a container's own
+        // start event is reported at its parent's depth.
+        const bool opens = event == json::parse_event_t::object_start ||
+                           event == json::parse_event_t::array_start;
+        if (depth + (opens ? 1 : 0) > kMaxJsonDepth)
             too_deep = true;
         return !too_deep;
     };
@@ -81,6 +85,18 @@ json parse_response_object(std::string_view body)
     return std::move(*value);
 }
 
+// Text from a SQL_ASCII database reaches us unconverted and may not be UTF-8,
+// which JSON (and nlohmann's dump) requires.
+std::string dump_request(const json &body)
+{
+    try {
+        return body.dump();
+    } catch (const json::type_error &) {
+        throw Error(ErrorKind::InvalidArgument, "argument is not valid UTF-8",
+                    "DFend's API takes JSON, which must be UTF-8.");
+    }
+}
+
 } // namespace
 
 std::string encode_register(const RegisterRequest &request)
@@ -107,7 +123,7 @@ std::string encode_register(const RegisterRequest &request)
                         std::string("The value is a JSON ") + metadata->type_name() + ".");
         body["metadata"] = std::move(*metadata);
     }
-    return body.dump();
+    return dump_request(body);
 }
 
 std::string encode_lookup(LookupKey key, std::string_view value)
@@ -120,7 +136,7 @@ std::string encode_lookup(LookupKey key, std::string_view value)
         validate_identity_id(value);
         body["id"] = std::string(value);
     }
-    return body.dump();
+    return dump_request(body);
 }
 
 RegisterResult decode_register_response(std::string_view body)

@@ -28,7 +28,7 @@ std::optional<Error> classify_response(const HttpResponse &response, bool not_fo
                      "Check dfend.api_key or dfend.api_key_file: the Identity endpoint "
                      "accepts only a secret key.",
                      status);
-    if (status == 429 || status == 408 || status >= 500) {
+    if (status == 429 || status == 408 || (status >= 500 && status < 600)) {
         ErrorKind kind = status == 429   ? ErrorKind::RateLimited
                          : status == 408 ? ErrorKind::Timeout
                                          : ErrorKind::Upstream;
@@ -39,7 +39,7 @@ std::optional<Error> classify_response(const HttpResponse &response, bool not_fo
         error.set_retry_after_seconds(response.retry_after_seconds);
         return error;
     }
-    if (status >= 400 && status != 404)
+    if (status >= 400 && status < 500 && status != 404)
         return Error(ErrorKind::InvalidArgument, "DFend rejected the request", detail, {},
                      status);
     if (status >= 300 && status < 400)
@@ -96,7 +96,12 @@ std::optional<HttpResponse> IdentityClient::send(HttpRequest request,
                                                  const CallControl &control,
                                                  bool not_found_ok)
 {
-    check_settings(settings);
+    if (settings.api_url != checked_url_ || settings.api_key.empty()) {
+        check_settings(settings);
+        checked_url_ = settings.api_url;
+    } else if (auto problem = api_key_problem(settings.api_key)) {
+        throw Error(ErrorKind::Configuration, "invalid DFend API key", *problem);
+    }
     TransferOptions options;
     options.api_key = settings.api_key;
     options.ca_file = settings.ca_file;
@@ -155,7 +160,12 @@ RegisterResult IdentityClient::register_identity(const RegisterRequest &request,
     http.url = identity_url(settings.api_url);
     http.body = encode_register(request); // validates before any network call
     std::optional<HttpResponse> response = send(std::move(http), settings, control, false);
-    return decode_register_response(response->body);
+    try {
+        return decode_register_response(response->body);
+    } catch (Error &error) {
+        error.redact(settings.api_key); // parse errors quote the body
+        throw;
+    }
 }
 
 std::optional<std::string> IdentityClient::get_identity(LookupKey key,
@@ -170,7 +180,12 @@ std::optional<std::string> IdentityClient::get_identity(LookupKey key,
     std::optional<HttpResponse> response = send(std::move(http), settings, control, true);
     if (!response)
         return std::nullopt;
-    return decode_identity_response(response->body);
+    try {
+        return decode_identity_response(response->body);
+    } catch (Error &error) {
+        error.redact(settings.api_key); // parse errors quote the body
+        throw;
+    }
 }
 
 } // namespace dfend

@@ -61,6 +61,7 @@ class IdentityClient {
 
     HttpClient http_;
     std::mt19937_64 rng_;
+    std::string checked_url_; // parsing a URL costs more than a request's JSON
 };
 
 // Throws Error(Configuration) unless the settings can be used at all.

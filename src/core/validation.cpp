@@ -24,7 +24,8 @@ bool is_ascii_alnum(char c)
 
 bool is_atext(char c)
 {
-    return is_ascii_alnum(c) || std::strchr("!#$%&'*+-/=?^_`{|}~", c) != nullptr;
+    // c != 0: strchr would find the terminator.
+    return is_ascii_alnum(c) || (c != '\0' && std::strchr("!#$%&'*+-/=?^_`{|}~", c) != nullptr);
 }
 
 bool valid_local_part(std::string_view local)
