@@ -1,0 +1,253 @@
+#include "engine.hpp"
+
+#include <algorithm>
+
+namespace dfend {
+
+struct RequestEngine::Pending {
+    std::uint64_t tag;
+    std::string body;
+    int attempts = 0;          // sent so far
+    int counted_retries = 0;   // retries that count against max_retries
+    Clock::time_point ready_at{};
+};
+
+struct RequestEngine::Slot {
+    CURL *easy = nullptr;
+    std::unique_ptr<Transfer> transfer;
+    Pending pending;
+    bool busy = false;
+    ~Slot() { curl_easy_cleanup(easy); }
+};
+
+RequestEngine::RequestEngine(ClientSettings client, EngineSettings engine)
+    : client_(std::move(client)), engine_(engine), rng_(std::random_device{}())
+{
+    check_settings(client_);
+    ensure_curl_initialized();
+    engine_.concurrency = std::clamp(engine_.concurrency, 1, 1024);
+    transfer_options_.api_key = client_.api_key;
+    transfer_options_.ca_file = client_.ca_file;
+    transfer_options_.connect_timeout_ms = client_.connect_timeout_ms;
+    transfer_options_.timeout_ms = client_.request_timeout_ms;
+    url_ = identity_url(client_.api_url);
+    multi_ = curl_multi_init();
+    if (!multi_)
+        throw Error(ErrorKind::Internal, "could not create a libcurl multi handle");
+    // Keep one connection per slot alive between requests.
+    curl_multi_setopt(multi_, CURLMOPT_MAXCONNECTS, static_cast<long>(engine_.concurrency));
+    tokens_at_ = Clock::now();
+}
+
+RequestEngine::~RequestEngine()
+{
+    for (auto &slot : slots_)
+        if (slot->busy)
+            curl_multi_remove_handle(multi_, slot->easy);
+    slots_.clear();
+    curl_multi_cleanup(multi_);
+}
+
+void RequestEngine::submit(Job job)
+{
+    Pending pending;
+    pending.tag = job.tag;
+    try {
+        pending.body = encode_register(job.request);
+    } catch (Error &error) {
+        JobOutcome outcome;
+        outcome.tag = job.tag;
+        outcome.error = std::move(error);
+        outcome.permanent = true;
+        early_.push_back(std::move(outcome));
+        return;
+    }
+    queue_.push_back(std::move(pending));
+}
+
+bool RequestEngine::take_token(Clock::time_point now)
+{
+    if (engine_.max_rate <= 0)
+        return true;
+    double elapsed = std::chrono::duration<double>(now - tokens_at_).count();
+    tokens_at_ = now;
+    // A burst of at most a tenth of a second's worth keeps the rate smooth.
+    double burst = std::max(1.0, engine_.max_rate / 10);
+    tokens_ = std::min(burst, tokens_ + elapsed * engine_.max_rate);
+    if (tokens_ < 1)
+        return false;
+    tokens_ -= 1;
+    return true;
+}
+
+void RequestEngine::start(Pending pending, Clock::time_point now)
+{
+    Slot *slot = nullptr;
+    for (auto &candidate : slots_)
+        if (!candidate->busy) {
+            slot = candidate.get();
+            break;
+        }
+    if (!slot) {
+        auto created = std::make_unique<Slot>();
+        created->easy = curl_easy_init();
+        if (!created->easy)
+            throw Error(ErrorKind::Internal, "could not create a libcurl handle");
+        slot = created.get();
+        slots_.push_back(std::move(created));
+    }
+    HttpRequest request;
+    request.method = HttpRequest::Method::Post;
+    request.url = url_;
+    request.body = pending.body;
+    slot->transfer = std::make_unique<Transfer>(std::move(request), transfer_options_, nullptr);
+    slot->transfer->attach(slot->easy);
+    curl_easy_setopt(slot->easy, CURLOPT_PRIVATE, slot);
+    slot->pending = std::move(pending);
+    slot->pending.attempts++;
+    if (curl_multi_add_handle(multi_, slot->easy) != CURLM_OK)
+        throw Error(ErrorKind::Internal, "could not start a transfer");
+    slot->busy = true;
+    ++in_flight_;
+    ++stats_.requests;
+    stats_.max_in_flight = std::max(stats_.max_in_flight, in_flight_);
+    (void) now;
+}
+
+void RequestEngine::finish(Slot &slot, CURLcode code, Clock::time_point now,
+                           std::vector<JobOutcome> &done)
+{
+    curl_multi_remove_handle(multi_, slot.easy);
+    slot.busy = false;
+    --in_flight_;
+    Pending pending = std::move(slot.pending);
+
+    std::optional<Error> failure;
+    std::optional<RegisterResult> result;
+    try {
+        HttpResponse response = slot.transfer->finish(slot.easy, code);
+        failure = classify_response(response, false);
+        if (!failure)
+            result = decode_register_response(response.body);
+    } catch (Error &error) {
+        failure = std::move(error);
+    }
+    slot.transfer.reset();
+
+    if (!failure) {
+        JobOutcome outcome;
+        outcome.tag = pending.tag;
+        outcome.result = std::move(result);
+        outcome.attempts = pending.attempts;
+        done.push_back(std::move(outcome));
+        return;
+    }
+    failure->redact(client_.api_key);
+    const bool rate_limited = failure->kind() == ErrorKind::RateLimited;
+    if (rate_limited)
+        ++stats_.rate_limited;
+    const long retry_after = failure->retry_after_seconds();
+    bool retry = is_transient(failure->kind());
+    bool counts = !(rate_limited && engine_.rate_limits_never_fail);
+    if (retry && counts && pending.counted_retries >= client_.retry.max_retries)
+        retry = false;
+    if (retry && counts && retry_after_exceeds_policy(client_.retry, retry_after)) {
+        failure->append_detail("DFend asked to retry after " + std::to_string(retry_after) +
+                               " s, longer than dfend.retry_max_delay allows.");
+        retry = false;
+    }
+    if (retry) {
+        Millis delay = backoff_delay(client_.retry, pending.counted_retries, retry_after, rng_);
+        if (rate_limited) {
+            delay = std::min(delay, engine_.max_rate_limit_wait);
+            // Everyone waits: the limit is DFend's, not this request's.
+            paused_until_ = std::max(paused_until_, now + delay);
+        }
+        if (counts)
+            pending.counted_retries++;
+        pending.ready_at = now + delay;
+        ++stats_.retries;
+        auto position = std::upper_bound(
+            queue_.begin(), queue_.end(), pending.ready_at,
+            [](Clock::time_point t, const Pending &p) { return t < p.ready_at; });
+        queue_.insert(position, std::move(pending));
+        return;
+    }
+    if (pending.attempts > 1)
+        failure->append_detail("Gave up after " + std::to_string(pending.attempts) +
+                               " attempts.");
+    JobOutcome outcome;
+    outcome.tag = pending.tag;
+    outcome.permanent = !is_transient(failure->kind());
+    outcome.error = std::move(failure);
+    outcome.attempts = pending.attempts;
+    done.push_back(std::move(outcome));
+}
+
+std::vector<JobOutcome> RequestEngine::run(AbortCheck should_abort)
+{
+    std::vector<JobOutcome> done = std::move(early_);
+    early_.clear();
+    // Bounds how late an abort or a due retry is noticed when nothing else
+    // wakes the poll (signals interrupt it too).
+    constexpr int kMaxPollMs = 50;
+
+    while (!queue_.empty() || in_flight_ > 0) {
+        if (should_abort && should_abort()) {
+            for (auto &slot : slots_)
+                if (slot->busy) {
+                    curl_multi_remove_handle(multi_, slot->easy);
+                    slot->busy = false;
+                    slot->transfer.reset();
+                }
+            in_flight_ = 0;
+            queue_.clear();
+            throw Error(ErrorKind::Cancelled, "request to DFend was cancelled");
+        }
+        Clock::time_point now = Clock::now();
+        while (in_flight_ < engine_.concurrency && !queue_.empty() &&
+               queue_.front().ready_at <= now && paused_until_ <= now && take_token(now)) {
+            Pending next = std::move(queue_.front());
+            queue_.pop_front();
+            start(std::move(next), now);
+        }
+
+        int running = 0;
+        CURLMcode code = curl_multi_perform(multi_, &running);
+        if (code != CURLM_OK)
+            throw Error(ErrorKind::Internal, "libcurl multi transfer failed",
+                        curl_multi_strerror(code));
+        int left = 0;
+        while (CURLMsg *message = curl_multi_info_read(multi_, &left)) {
+            if (message->msg != CURLMSG_DONE)
+                continue;
+            Slot *slot = nullptr;
+            curl_easy_getinfo(message->easy_handle, CURLINFO_PRIVATE, &slot);
+            finish(*slot, message->data.result, Clock::now(), done);
+        }
+
+        if (queue_.empty() && in_flight_ == 0)
+            break;
+        // Sleep until a socket is ready, a retry is due or a token is back.
+        now = Clock::now();
+        long wait_ms = kMaxPollMs;
+        if (!queue_.empty() && in_flight_ < engine_.concurrency) {
+            Clock::time_point due = std::max(queue_.front().ready_at, paused_until_);
+            long until_due = static_cast<long>(
+                std::chrono::duration_cast<Millis>(due - now).count());
+            if (engine_.max_rate > 0 && tokens_ < 1)
+                until_due = std::max(until_due,
+                                     static_cast<long>((1 - tokens_) * 1000 / engine_.max_rate));
+            wait_ms = std::clamp(until_due, 0L, wait_ms);
+        }
+        if (wait_ms > 0) {
+            code = curl_multi_poll(multi_, nullptr, 0, static_cast<int>(wait_ms), nullptr);
+            if (code != CURLM_OK)
+                throw Error(ErrorKind::Internal, "libcurl multi poll failed",
+                            curl_multi_strerror(code));
+        }
+    }
+    return done;
+}
+
+} // namespace dfend

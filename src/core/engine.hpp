@@ -1,0 +1,93 @@
+// Many registrations in flight at once over libcurl's multi interface, for
+// the background worker and for backfills. Each job is retried on transient
+// failures with the same policy as a blocking call; a global token bucket
+// caps the request rate; a 429 pauses every new request until its
+// Retry-After has passed, so one rate limit slows the whole run down.
+#pragma once
+#include "pure.hpp"
+
+#include "codec.hpp"
+#include "error.hpp"
+#include "identity_client.hpp"
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <random>
+#include <vector>
+
+namespace dfend {
+
+struct EngineSettings {
+    int concurrency = 16;        // transfers in flight at most
+    double max_rate = 0;         // requests per second, 0 = no cap
+    // Retry 429s without counting them against max_retries: a backfill should
+    // slow down for a rate limit, never fail because of one.
+    bool rate_limits_never_fail = false;
+    Millis max_rate_limit_wait{300000}; // longest Retry-After honoured when never failing
+};
+
+struct Job {
+    std::uint64_t tag = 0;       // the caller's handle for the row
+    RegisterRequest request;
+};
+
+struct JobOutcome {
+    std::uint64_t tag = 0;
+    std::optional<RegisterResult> result; // set on success
+    std::optional<Error> error;           // set on failure
+    bool permanent = false;  // retrying the same request later will not help
+    int attempts = 0;        // HTTP requests sent for this job
+};
+
+struct EngineStats {
+    std::uint64_t requests = 0;
+    std::uint64_t retries = 0;
+    std::uint64_t rate_limited = 0;  // 429 answers seen
+    int max_in_flight = 0;
+};
+
+class RequestEngine {
+  public:
+    RequestEngine(ClientSettings client, EngineSettings engine);
+    ~RequestEngine();
+    RequestEngine(const RequestEngine &) = delete;
+    RequestEngine &operator=(const RequestEngine &) = delete;
+
+    // Validates and encodes the request now. A job that fails validation gets
+    // a permanent outcome at once and sends nothing.
+    void submit(Job job);
+    // Runs until every submitted job has an outcome and returns them in the
+    // order they finished. Throws Error(Cancelled) when `should_abort` says so,
+    // after aborting every transfer in flight.
+    std::vector<JobOutcome> run(AbortCheck should_abort);
+
+    const EngineStats &stats() const noexcept { return stats_; }
+
+  private:
+    struct Pending;
+    struct Slot;
+
+    void start(Pending pending, Clock::time_point now);
+    void finish(Slot &slot, CURLcode code, Clock::time_point now,
+                std::vector<JobOutcome> &done);
+    bool take_token(Clock::time_point now);
+
+    ClientSettings client_;
+    EngineSettings engine_;
+    TransferOptions transfer_options_;
+    std::string url_;
+    CURLM *multi_ = nullptr;
+    std::vector<std::unique_ptr<Slot>> slots_;  // one easy handle each, reused
+    std::deque<Pending> queue_;                 // waiting to start, by ready time
+    std::vector<JobOutcome> early_;             // outcomes decided at submit
+    int in_flight_ = 0;
+    Clock::time_point paused_until_{};
+    double tokens_ = 1;
+    Clock::time_point tokens_at_{};
+    std::mt19937_64 rng_;
+    EngineStats stats_;
+};
+
+} // namespace dfend
