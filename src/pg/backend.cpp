@@ -19,7 +19,7 @@ void release_state(int, Datum)
 
 } // namespace
 
-BackendContext &backend_state()
+BackendContext &backend_context()
 {
     if (!state) {
         state = std::make_unique<BackendContext>();
@@ -31,6 +31,26 @@ BackendContext &backend_state()
         }
     }
     return *state;
+}
+
+RequestEngine &BackendContext::engine_for(const ClientSettings &client,
+                                          const EngineSettings &engine)
+{
+    std::string fingerprint = client.api_url + '\n' + client.api_key + '\n' + client.ca_file +
+                              '\n' + std::to_string(client.connect_timeout_ms) + ' ' +
+                              std::to_string(client.request_timeout_ms) + ' ' +
+                              std::to_string(client.retry.max_retries) + ' ' +
+                              std::to_string(client.retry.base_delay.count()) + ' ' +
+                              std::to_string(client.retry.max_delay.count()) + ' ' +
+                              std::to_string(engine.concurrency) + ' ' +
+                              std::to_string(engine.max_rate) + ' ' +
+                              std::to_string(engine.rate_limits_never_fail);
+    if (!engine_ || fingerprint != engine_fingerprint_) {
+        engine_.reset();
+        engine_ = std::make_unique<RequestEngine>(client, engine);
+        engine_fingerprint_ = std::move(fingerprint);
+    }
+    return *engine_;
 }
 
 bool interrupt_pending() noexcept

@@ -2,18 +2,29 @@
 // consecutive calls share a connection) and the key file cache.
 #pragma once
 
+#include "../core/engine.hpp"
 #include "../core/identity_client.hpp"
 #include "../core/key_file.hpp"
+
+#include <memory>
 
 namespace dfend::pg {
 
 struct BackendContext {
     IdentityClient client;
     KeyFileCache key_files;
+
+    // The concurrent engine, kept between batches so its connections stay
+    // open; made anew when the settings change.
+    RequestEngine &engine_for(const ClientSettings &client, const EngineSettings &engine);
+
+  private:
+    std::unique_ptr<RequestEngine> engine_;
+    std::string engine_fingerprint_;
 };
 
 // C++-style: creates the state on first use (may throw).
-BackendContext &backend_state();
+BackendContext &backend_context();
 
 // Polls PostgreSQL's interrupt flags; safe inside libcurl callbacks.
 bool interrupt_pending() noexcept;

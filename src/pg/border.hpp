@@ -70,6 +70,22 @@ auto cpp_call(Fn &&fn) -> decltype(fn())
     raise_captured(&error);
 }
 
+// Like cpp_call, for callers that decide what to do with a failure: returns
+// false and leaves the error in `error` instead of raising it. The caller
+// must raise it (raise_captured) when it is a cancellation.
+template <typename Fn>
+bool cpp_try(Fn &&fn, CapturedError *error)
+{
+    static_assert(std::is_void_v<decltype(fn())>, "cpp_try runs void callables");
+    try {
+        fn();
+        return true;
+    } catch (...) {
+        capture_current_exception(error);
+    }
+    return false;
+}
+
 template <typename Fn>
 auto pg_call(Fn &&fn) -> decltype(fn())
 {

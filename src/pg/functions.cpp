@@ -82,7 +82,7 @@ Datum dfend_register_identity(PG_FUNCTION_ARGS)
         request.merge = merge;
         if (metadata)
             request.metadata_json = metadata;
-        BackendContext &state = backend_state();
+        BackendContext &state = backend_context();
         ClientSettings settings = current_client_settings(state.key_files);
         RegisterResult result =
             state.client.register_identity(request, settings, call_control(deadline_ms));
@@ -113,7 +113,7 @@ Datum dfend_get_identity(PG_FUNCTION_ARGS)
 
     pgstat_report_wait_start(PG_WAIT_EXTENSION);
     Jsonb *identity = cpp_call([&]() -> Jsonb * {
-        BackendContext &state = backend_state();
+        BackendContext &state = backend_context();
         ClientSettings settings = current_client_settings(state.key_files);
         std::optional<std::string> body =
             state.client.get_identity(key, value, settings, call_control(deadline_ms));

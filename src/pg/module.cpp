@@ -1,4 +1,5 @@
 // Module entry: PG_MODULE_MAGIC and _PG_init.
+#include "queue.hpp"
 #include "settings.hpp"
 
 #include "postgres.hpp"
@@ -13,6 +14,9 @@ void _PG_init(void)
 {
     dfend::pg::note_loaded_at_startup(process_shared_preload_libraries_in_progress);
     dfend::pg::define_settings();
+    dfend::pg::install_queue_hooks(process_shared_preload_libraries_in_progress);
+    if (process_shared_preload_libraries_in_progress)
+        dfend::pg::register_workers();
 }
 
 } // extern "C"

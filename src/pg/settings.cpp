@@ -24,6 +24,12 @@ int max_retries = 3;
 int retry_base_delay_ms = 100;
 int retry_max_delay_ms = 5000;
 bool preloaded = false;
+char *worker_database_list = nullptr;
+int worker_concurrency = 16;
+int worker_batch_size = 256;
+int max_attempts = 10;
+double max_rate = 0;
+int worker_poll_interval_ms = 10000;
 
 // The real key travels as the setting's "extra", which PostgreSQL saves and
 // restores with the displayed value (SET LOCAL, RESET, rollback), so the
@@ -96,6 +102,14 @@ bool check_api_url(char **newval, void **, GucSource)
 } // namespace
 
 bool loaded_at_startup() { return preloaded; }
+
+OutboxSettings current_outbox_settings()
+{
+    return OutboxSettings{worker_concurrency, worker_batch_size, max_attempts, max_rate,
+                          worker_poll_interval_ms};
+}
+
+const char *worker_databases() { return worker_database_list ? worker_database_list : ""; }
 void note_loaded_at_startup(bool value) { preloaded = value; }
 
 void define_settings()
@@ -143,6 +157,32 @@ void define_settings()
                             "Sets the longest wait before a retry.",
                             "A Retry-After longer than this makes the call fail at once.",
                             &retry_max_delay_ms, 5000, 1, 3600000, PGC_USERSET, GUC_UNIT_MS,
+                            nullptr, nullptr, nullptr);
+    DefineCustomStringVariable(
+        "dfend.worker_databases", "Sets the databases whose outbox a background worker drains.",
+        "Comma-separated names; one worker per database. Needs shared_preload_libraries.",
+        &worker_database_list, "postgres", PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
+    DefineCustomIntVariable("dfend.worker_concurrency",
+                            "Sets how many requests the outbox worker keeps in flight.", nullptr,
+                            &worker_concurrency, 16, 1, 1024, PGC_SIGHUP, 0, nullptr, nullptr,
+                            nullptr);
+    DefineCustomIntVariable("dfend.worker_batch_size",
+                            "Sets how many outbox entries one worker transaction takes.",
+                            nullptr, &worker_batch_size, 256, 1, 100000, PGC_SIGHUP, 0, nullptr,
+                            nullptr, nullptr);
+    DefineCustomIntVariable("dfend.max_attempts",
+                            "Sets after how many failed attempts an outbox entry becomes dead.",
+                            "Permanent failures (4xx other than 429) are dead at once.",
+                            &max_attempts, 10, 1, 1000, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+    DefineCustomRealVariable("dfend.max_rate",
+                             "Sets the most requests per second the outbox worker sends.",
+                             "0 means no cap.", &max_rate, 0, 0, 1e6, PGC_SIGHUP, 0, nullptr,
+                             nullptr, nullptr);
+    DefineCustomIntVariable("dfend.worker_poll_interval",
+                            "Sets how often the worker looks for due entries when nothing wakes "
+                            "it.",
+                            "Commits that enqueue wake the worker at once; this is a fallback.",
+                            &worker_poll_interval_ms, 10000, 10, 3600000, PGC_SIGHUP, GUC_UNIT_MS,
                             nullptr, nullptr, nullptr);
     MarkGUCPrefixReserved("dfend");
 }

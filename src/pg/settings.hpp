@@ -14,6 +14,18 @@ void define_settings();
 // throws Error(Configuration) for an unusable key route.
 ClientSettings current_client_settings(KeyFileCache &key_files);
 
+// The outbox worker's settings (reloaded on SIGHUP).
+struct OutboxSettings {
+    int concurrency;      // dfend.worker_concurrency
+    int batch_size;       // dfend.worker_batch_size
+    int max_attempts;     // dfend.max_attempts
+    double max_rate;      // dfend.max_rate, requests per second, 0 = no cap
+    int poll_interval_ms; // dfend.worker_poll_interval
+};
+OutboxSettings current_outbox_settings();
+// dfend.worker_databases: comma-separated database names.
+const char *worker_databases();
+
 // True when the library was loaded through shared_preload_libraries.
 bool loaded_at_startup();
 void note_loaded_at_startup(bool value);

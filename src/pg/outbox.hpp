@@ -1,0 +1,24 @@
+// Draining the outbox (shared by the worker and dfend_process_queue).
+#pragma once
+
+#include <cstdint>
+
+namespace dfend::pg {
+
+struct OutboxResult {
+    std::int64_t claimed;    // entries taken in this batch
+    std::int64_t registered; // rows that got their id
+    std::int64_t failed;     // entries that failed (retry later, or dead)
+    std::int64_t settled;    // entries with nothing to send (row gone, id set, detached)
+    double next_due_ms;      // when nothing was due: until the next entry is, or -1
+};
+
+// PostgreSQL-style; call inside a transaction. Processes at most max_rows due
+// entries and returns what happened. Raises on interrupts and SPI errors.
+OutboxResult process_outbox(int max_rows);
+
+// The extension's schema, quoted, or nullptr when dfend is not installed in
+// this database. Cached for the backend's life.
+const char *outbox_schema();
+
+} // namespace dfend::pg

@@ -1,0 +1,170 @@
+// dfend_trigger(): the one trigger function behind dfend_attach. Its
+// arguments carry the mapping, so a row costs no catalog lookup:
+//   mode ('sync' | 'async'), user id column, id column, email column,
+//   phone column, metadata column ('' when absent), merge, on_error.
+// async (AFTER INSERT/UPDATE): only writes an outbox entry; the worker sends
+//   it after commit.
+// sync (BEFORE INSERT/UPDATE): registers now and sets the id on NEW; on
+//   failure either queues the row (on_error 'queue') or fails the statement.
+#include "../core/identity_client.hpp"
+#include "backend.hpp"
+#include "border.hpp"
+#include "outbox.hpp"
+#include "queue.hpp"
+#include "settings.hpp"
+
+#include "postgres.hpp"
+
+namespace dfend::pg {
+
+namespace {
+
+SPIPlanPtr enqueue_plan = nullptr;
+
+int column_number(TupleDesc desc, const char *name, Relation relation)
+{
+    int number = SPI_fnumber(desc, name);
+    if (number <= 0)
+        ereport(ERROR, (errcode(ERRCODE_UNDEFINED_COLUMN),
+                        errmsg("column \"%s\" of table \"%s\" does not exist", name,
+                               RelationGetRelationName(relation)),
+                        errhint("Call dfend_detach and dfend_attach again after renaming or "
+                                "dropping a mapped column.")));
+    return number;
+}
+
+char *value_or_null(HeapTuple tuple, TupleDesc desc, const char *column, Relation relation)
+{
+    if (!column || column[0] == '\0')
+        return nullptr;
+    return SPI_getvalue(tuple, desc, column_number(desc, column, relation));
+}
+
+void enqueue(Oid table, const char *user_id, const char *reason)
+{
+    const char *schema = outbox_schema();
+    if (!schema)
+        ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                        errmsg("extension \"dfend\" is not installed in this database")));
+    SPI_connect();
+    if (!enqueue_plan) {
+        Oid types[3] = {OIDOID, TEXTOID, TEXTOID};
+        char *query = psprintf("INSERT INTO %s.dfend_outbox (table_name, user_id, reason) "
+                               "VALUES ($1, $2, $3)",
+                               schema);
+        SPIPlanPtr plan = SPI_prepare(query, 3, types);
+        if (!plan)
+            elog(ERROR, "could not prepare the dfend outbox insert");
+        SPI_keepplan(plan);
+        enqueue_plan = plan;
+    }
+    Datum args[3] = {ObjectIdGetDatum(table), CStringGetTextDatum(user_id),
+                     CStringGetTextDatum(reason)};
+    if (SPI_execute_plan(enqueue_plan, args, nullptr, false, 0) != SPI_OK_INSERT)
+        elog(ERROR, "could not add a dfend outbox entry");
+    SPI_finish();
+    note_enqueued();
+}
+
+char *to_utf8(char *value)
+{
+    return value ? pg_server_to_any(value, strlen(value), PG_UTF8) : nullptr;
+}
+
+} // namespace
+
+} // namespace dfend::pg
+
+using namespace dfend;
+using namespace dfend::pg;
+
+extern "C" {
+
+PG_FUNCTION_INFO_V1(dfend_trigger);
+Datum dfend_trigger(PG_FUNCTION_ARGS)
+{
+    if (!CALLED_AS_TRIGGER(fcinfo))
+        ereport(ERROR, (errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+                        errmsg("dfend_trigger() was not called by the trigger manager")));
+    TriggerData *data = (TriggerData *) fcinfo->context;
+    if (!TRIGGER_FIRED_FOR_ROW(data->tg_event) || TRIGGER_FIRED_BY_DELETE(data->tg_event) ||
+        data->tg_trigger->tgnargs != 8)
+        ereport(ERROR, (errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+                        errmsg("dfend_trigger() must be created by dfend_attach"),
+                        errhint("Use dfend_attach to attach a table.")));
+    char **args = data->tg_trigger->tgargs;
+    const bool sync = strcmp(args[0], "sync") == 0;
+    const bool merge = strcmp(args[6], "true") == 0;
+    const bool fail_on_error = strcmp(args[7], "error") == 0;
+    const bool is_update = TRIGGER_FIRED_BY_UPDATE(data->tg_event);
+    Relation relation = data->tg_relation;
+    TupleDesc desc = RelationGetDescr(relation);
+    HeapTuple row = is_update ? data->tg_newtuple : data->tg_trigtuple;
+    const char *reason = is_update ? "update" : "insert";
+
+    char *user_id = value_or_null(row, desc, args[1], relation);
+    int id_number = column_number(desc, args[2], relation);
+    bool id_is_null = true;
+    (void) SPI_getbinval(row, desc, id_number, &id_is_null);
+    // Nothing to register without a user id; an inserted row that already
+    // carries its DFend id (a restore, a copy) needs no call either.
+    if (!user_id || (!is_update && !id_is_null))
+        return PointerGetDatum(row);
+
+    if (!sync) {
+        enqueue(RelationGetRelid(relation), user_id, reason);
+        return PointerGetDatum(row);
+    }
+
+    char *email = to_utf8(value_or_null(row, desc, args[3], relation));
+    char *phone = to_utf8(value_or_null(row, desc, args[4], relation));
+    char *metadata = to_utf8(value_or_null(row, desc, args[5], relation));
+    char *user_id_utf8 = to_utf8(user_id);
+    long deadline_ms = statement_deadline_ms();
+    char *id = nullptr;
+    CapturedError error;
+    pgstat_report_wait_start(PG_WAIT_EXTENSION);
+    bool ok = cpp_try(
+        [&] {
+            RegisterRequest request;
+            request.user_id = user_id_utf8;
+            if (email)
+                request.email = email;
+            if (phone)
+                request.phone = phone;
+            if (metadata)
+                request.metadata_json = metadata;
+            request.merge = merge || is_update;
+            BackendContext &backend = backend_context();
+            ClientSettings settings = current_client_settings(backend.key_files);
+            RegisterResult result =
+                backend.client.register_identity(request, settings, call_control(deadline_ms));
+            std::string server_id = result.id;
+            id = pg_call([&] {
+                char *converted =
+                    pg_any_to_server(server_id.c_str(), (int) server_id.size(), PG_UTF8);
+                return converted == server_id.c_str() ? pstrdup(converted) : converted;
+            });
+        },
+        &error);
+    pgstat_report_wait_end();
+
+    if (!ok) {
+        // A cancel is never swallowed; nor is a failure the caller asked for.
+        if (fail_on_error || error.kind == ErrorKind::Cancelled || error.postgres_error)
+            raise_captured(&error);
+        ereport(WARNING,
+                (errcode(sqlstate_for(error.kind)),
+                 errmsg("could not register the row with DFend; it is queued for a retry"),
+                 error.detail[0] ? errdetail_internal("%s: %s", error.message, error.detail)
+                                 : errdetail_internal("%s", error.message)));
+        enqueue(RelationGetRelid(relation), user_id, reason);
+        return PointerGetDatum(row);
+    }
+    int columns[1] = {id_number};
+    Datum values[1] = {CStringGetTextDatum(id)};
+    bool nulls[1] = {false};
+    return PointerGetDatum(heap_modify_tuple_by_cols(row, desc, 1, columns, values, nulls));
+}
+
+} // extern "C"

@@ -1,0 +1,140 @@
+// The outbox worker: one background worker per database named in
+// dfend.worker_databases. Woken by the latch that committing transactions
+// set (see queue.cpp); drains continuously while entries are due; polls only
+// as a fallback. SIGTERM aborts transfers in flight at once (the engine polls
+// ProcDiePending); SIGHUP reloads settings. An unexpected error ends the
+// worker and the postmaster restarts it after bgw_restart_time.
+#include "outbox.hpp"
+#include "queue.hpp"
+#include "settings.hpp"
+
+#include <string>
+#include <vector>
+
+#include "postgres.hpp"
+
+namespace dfend::pg {
+
+namespace {
+
+constexpr int kRestartSeconds = 5;
+
+std::vector<std::string> split_databases(const char *list)
+{
+    std::vector<std::string> names;
+    std::string current;
+    for (const char *p = list;; ++p) {
+        if (*p == ',' || *p == '\0') {
+            size_t first = current.find_first_not_of(" \t");
+            size_t last = current.find_last_not_of(" \t");
+            if (first != std::string::npos)
+                names.push_back(current.substr(first, last - first + 1));
+            current.clear();
+            if (*p == '\0')
+                break;
+        } else {
+            current += *p;
+        }
+    }
+    return names;
+}
+
+bool extension_installed()
+{
+    return OidIsValid(get_extension_oid("dfend", true));
+}
+
+} // namespace
+
+void register_workers()
+{
+    std::vector<std::string> names = split_databases(worker_databases());
+    if ((int) names.size() > kMaxWorkerDatabases)
+        ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                        errmsg("dfend.worker_databases names more than %d databases",
+                               kMaxWorkerDatabases)));
+    for (size_t i = 0; i < names.size(); ++i) {
+        if (names[i].size() >= BGW_EXTRALEN)
+            ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                            errmsg("database name \"%s\" in dfend.worker_databases is too long",
+                                   names[i].c_str())));
+        BackgroundWorker worker = {};
+        worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+        worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+        worker.bgw_restart_time = kRestartSeconds;
+        strlcpy(worker.bgw_library_name, "dfend", BGW_MAXLEN);
+        strlcpy(worker.bgw_function_name, "dfend_worker_main", BGW_MAXLEN);
+        snprintf(worker.bgw_name, BGW_MAXLEN, "dfend worker for database %s", names[i].c_str());
+        strlcpy(worker.bgw_type, "dfend worker", BGW_MAXLEN);
+        strlcpy(worker.bgw_extra, names[i].c_str(), BGW_EXTRALEN);
+        worker.bgw_main_arg = Int32GetDatum((int) i);
+        RegisterBackgroundWorker(&worker);
+    }
+}
+
+} // namespace dfend::pg
+
+using namespace dfend::pg;
+
+extern "C" {
+
+PGDLLEXPORT void dfend_worker_main(Datum argument);
+
+void dfend_worker_main(Datum argument)
+{
+    pqsignal(SIGHUP, SignalHandlerForConfigReload);
+    pqsignal(SIGTERM, die);
+    BackgroundWorkerUnblockSignals();
+    char database[BGW_EXTRALEN];
+    strlcpy(database, MyBgworkerEntry->bgw_extra, sizeof database);
+    BackgroundWorkerInitializeConnection(database, nullptr, 0);
+    claim_worker_slot(DatumGetInt32(argument));
+    pgstat_report_appname("dfend worker");
+
+    MemoryContext batch_context = AllocSetContextCreate(TopMemoryContext, "dfend worker batch",
+                                                        ALLOCSET_DEFAULT_SIZES);
+    ereport(LOG, (errmsg("dfend worker started for database \"%s\"", database)));
+    for (;;) {
+        CHECK_FOR_INTERRUPTS();
+        if (ConfigReloadPending) {
+            ConfigReloadPending = false;
+            ProcessConfigFile(PGC_SIGHUP);
+        }
+        OutboxSettings settings = current_outbox_settings();
+        long sleep_ms = settings.poll_interval_ms;
+        bool more = false;
+
+        MemoryContext previous = MemoryContextSwitchTo(batch_context);
+        SetCurrentStatementStartTimestamp();
+        StartTransactionCommand();
+        PushActiveSnapshot(GetTransactionSnapshot());
+        if (extension_installed()) {
+            report_worker_state("sending");
+            pgstat_report_activity(STATE_RUNNING, "dfend: draining the outbox");
+            OutboxResult result = process_outbox(settings.batch_size);
+            more = result.claimed > 0;
+            if (!more && result.next_due_ms >= 0)
+                sleep_ms = std::min<long>(sleep_ms, (long) result.next_due_ms + 1);
+            if (more)
+                report_worker_batch(result.registered, result.failed);
+        } else {
+            report_worker_state("waiting for CREATE EXTENSION dfend");
+        }
+        PopActiveSnapshot();
+        CommitTransactionCommand();
+        pgstat_report_stat(false);
+        pgstat_report_activity(STATE_IDLE, nullptr);
+        MemoryContextSwitchTo(previous);
+        MemoryContextReset(batch_context);
+
+        if (more)
+            continue; // drain while work remains: no pause between batches
+        report_worker_state("idle");
+        int events = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+                               std::max<long>(sleep_ms, 1), PG_WAIT_EXTENSION);
+        if (events & WL_LATCH_SET)
+            ResetLatch(MyLatch);
+    }
+}
+
+} // extern "C"
