@@ -1,0 +1,164 @@
+-- dfend_attach / dfend_detach, the sync and async triggers, and
+-- dfend_process_queue. (No worker serves this database: the queue is drained
+-- explicitly; test/scenarios/worker.sh covers the worker.)
+\! test/emu reset
+SET client_min_messages = warning;
+
+CREATE TABLE users (id bigint PRIMARY KEY, email text, phone text, meta jsonb, dfend_id text);
+
+-- Checks before anything is created.
+SELECT try($$SELECT dfend_attach('users', 'id', 'dfend_id', mode => 'later')$$);
+SELECT try($$SELECT dfend_attach('users', 'id', 'dfend_id', on_error => 'ignore')$$);
+SELECT try($$SELECT dfend_attach('no_such_table', 'id', 'dfend_id')$$);
+SELECT try($$SELECT dfend_attach('users', 'uid', 'dfend_id')$$);
+SELECT try($$SELECT dfend_attach('users', 'id', 'missing')$$);
+SELECT try($$SELECT dfend_attach('users', 'id', 'id')$$);
+SELECT try_verbose($$SELECT dfend_attach('users', 'email', 'id')$$);
+SELECT try($$SELECT dfend_attach('users', 'meta', 'dfend_id')$$);
+SELECT try($$SELECT dfend_attach('users', 'id', 'dfend_id', email_column => 'id')$$);
+SELECT try($$SELECT dfend_attach('users', 'id', 'dfend_id', metadata_column => 'email')$$);
+CREATE VIEW users_view AS SELECT * FROM users;
+SELECT try($$SELECT dfend_attach('users_view', 'id', 'dfend_id')$$);
+SELECT count(*) AS attachments FROM dfend_attachments;
+
+-- Async: the insert only writes the outbox; nothing leaves before commit.
+SELECT dfend_attach('users', 'id', 'dfend_id', email_column => 'email', phone_column => 'phone',
+                    metadata_column => 'meta');
+SELECT try($$SELECT dfend_attach('users', 'id', 'dfend_id')$$);
+SELECT tgname, tgtype FROM pg_trigger WHERE tgrelid = 'users'::regclass ORDER BY tgname;
+INSERT INTO users (id, email, phone, meta) VALUES
+    (1, 'ada@example.com', '+14155550101', '{"plan": "pro"}'),
+    (2, 'grace@example.com', NULL, NULL);
+BEGIN;
+INSERT INTO users (id, email) VALUES (3, 'rolled.back@example.com');
+ROLLBACK;
+SELECT user_id, reason, state FROM dfend_outbox ORDER BY entry_id;
+\! test/emu stat posts
+SELECT dfend_process_queue();
+\! test/emu stat posts
+SELECT id, dfend_id LIKE 'idn_%' AS has_id FROM users ORDER BY id;
+SELECT count(*) AS outbox FROM dfend_outbox;
+SELECT dfend_get_identity('1')->'metadata' AS metadata;
+
+-- An update of the email re-registers with merge; of the id alone, nothing.
+UPDATE users SET email = 'ada.lovelace@example.com' WHERE id = 1;
+UPDATE users SET dfend_id = dfend_id WHERE id = 2;
+SELECT user_id, reason FROM dfend_outbox ORDER BY entry_id;
+SELECT dfend_process_queue();
+SELECT dfend_get_identity('1')->'identifiers'->'emails' AS emails;
+
+-- A row deleted before the queue is drained is simply dropped.
+INSERT INTO users (id, email) VALUES (4, 'gone@example.com');
+DELETE FROM users WHERE id = 4;
+\! test/emu reset
+SELECT dfend_process_queue();
+\! test/emu stat posts
+
+-- An inserted row that already has its id needs no call.
+INSERT INTO users (id, email, dfend_id) VALUES (5, 'restored@example.com', 'idn_restored');
+SELECT count(*) AS outbox FROM dfend_outbox;
+
+-- A permanent failure is a dead letter; dfend_retry_dead requeues it.
+\! test/emu config '{"fail_user_ids": ["6"]}'
+INSERT INTO users (id, email) VALUES (6, 'rejected@example.com');
+SELECT dfend_process_queue();
+SELECT user_id, attempts, last_error FROM dfend_dead_letters;
+\! test/emu config '{"fail_user_ids": []}'
+SELECT dfend_retry_dead('users');
+SELECT dfend_process_queue();
+SELECT dfend_id IS NOT NULL AS has_id FROM users WHERE id = 6;
+
+-- A transient failure stays pending with a later attempt time.
+\! test/emu config '{"rate_5xx": 1}'
+SET dfend.max_retries = 0;
+INSERT INTO users (id, email) VALUES (7, 'later@example.com');
+SELECT dfend_process_queue();
+SELECT state, attempts, next_attempt_at > now() AS later, last_error FROM dfend_outbox;
+SELECT pending, due, dead FROM dfend_queue_status;
+\! test/emu config '{"rate_5xx": 0}'
+RESET dfend.max_retries;
+UPDATE dfend_outbox SET next_attempt_at = now();
+SELECT dfend_process_queue();
+SELECT count(*) AS missing FROM users WHERE dfend_id IS NULL;
+
+-- Sync: the BEFORE trigger sets the id before the row is written.
+CREATE TABLE members ("Member Id" text PRIMARY KEY, "E-mail" text, dfend_id varchar(64));
+SELECT dfend_attach('members', 'Member Id', 'dfend_id', email_column => 'E-mail', mode => 'sync');
+INSERT INTO members VALUES ('m-1', 'm1@example.com');
+SELECT "Member Id", dfend_id LIKE 'idn_%' AS has_id FROM members;
+SELECT count(*) AS outbox FROM dfend_outbox;
+
+-- DFend down, on_error 'queue': the row is written without an id and queued.
+SET dfend.api_url = 'http://127.0.0.1:1';
+SET dfend.max_retries = 0;
+SET client_min_messages = error; -- the WARNING's detail names a port and a time
+INSERT INTO members VALUES ('m-2', 'm2@example.com');
+SET client_min_messages = warning;
+SELECT "Member Id", dfend_id FROM members WHERE "Member Id" = 'm-2';
+SELECT user_id, reason FROM dfend_outbox;
+RESET dfend.api_url;
+SELECT dfend_process_queue();
+SELECT dfend_id LIKE 'idn_%' AS has_id FROM members WHERE "Member Id" = 'm-2';
+
+-- on_error 'error': the statement fails with the mapped error.
+SELECT dfend_detach('members');
+SELECT dfend_attach('members', 'Member Id', 'dfend_id', email_column => 'E-mail', mode => 'sync',
+                    on_error => 'error');
+SET dfend.api_url = 'http://127.0.0.1:1';
+SELECT try($$INSERT INTO members VALUES ('m-3', 'm3@example.com')$$);
+RESET dfend.api_url;
+RESET dfend.max_retries;
+SELECT count(*) FROM members WHERE "Member Id" = 'm-3';
+-- Bad input in the row fails the same way, before any request.
+SELECT try($$INSERT INTO members VALUES ('m-4', 'not-an-email')$$);
+
+-- Odd names: quotes, spaces, mixed case, another schema. No injection.
+CREATE SCHEMA "Odd ""Schema""";
+CREATE TABLE "Odd ""Schema"""."Users; DROP TABLE users; --" ("Id's" int PRIMARY KEY, "Mail ""x""" text, "DFend Id" text);
+SELECT dfend_attach('"Odd ""Schema"""."Users; DROP TABLE users; --"', 'Id''s', 'DFend Id', email_column => 'Mail "x"');
+INSERT INTO "Odd ""Schema"""."Users; DROP TABLE users; --" VALUES (1, 'odd@example.com');
+SELECT dfend_process_queue();
+SELECT "DFend Id" LIKE 'idn_%' AS has_id FROM "Odd ""Schema"""."Users; DROP TABLE users; --";
+SELECT count(*) AS users_still_there FROM users;
+SELECT table_name, user_id_column, id_column FROM dfend_attachments ORDER BY 1::text;
+
+-- Detaching removes the triggers; detaching twice is an error.
+SELECT dfend_detach('"Odd ""Schema"""."Users; DROP TABLE users; --"');
+SELECT count(*) AS triggers FROM pg_trigger WHERE tgrelid = '"Odd ""Schema"""."Users; DROP TABLE users; --"'::regclass;
+SELECT try($$SELECT dfend_detach('"Odd ""Schema"""."Users; DROP TABLE users; --"')$$);
+SELECT try($$SELECT dfend_detach('pg_class')$$);
+
+-- Dropping an attached table removes its mapping and entries.
+INSERT INTO members VALUES ('m-5', 'm5@example.com');
+DROP TABLE members;
+SELECT table_name FROM dfend_attachments ORDER BY 1::text;
+
+-- Nobody else can read or change the outbox, or attach tables.
+CREATE ROLE dfend_outsider;
+GRANT SELECT, INSERT, UPDATE ON users TO dfend_outsider;
+SET ROLE dfend_outsider;
+SELECT try($$SELECT * FROM dfend_outbox$$);
+SELECT try($$DELETE FROM dfend_outbox$$);
+SELECT try($$SELECT * FROM dfend_attachment$$);
+SELECT try($$SELECT * FROM dfend_queue_status$$);
+SELECT try($$SELECT dfend_attach('users', 'id', 'dfend_id')$$);
+SELECT try($$SELECT dfend_process_queue()$$);
+-- ... yet its inserts into an attached table are queued (SECURITY DEFINER).
+INSERT INTO users (id, email) VALUES (8, 'outsider@example.com');
+RESET ROLE;
+SELECT user_id FROM dfend_outbox;
+SELECT dfend_process_queue();
+-- The trigger function cannot be used elsewhere.
+SELECT try($$SELECT dfend_trigger()$$);
+CREATE TABLE outsider_table (id int);
+ALTER TABLE outsider_table OWNER TO dfend_outsider;
+SET ROLE dfend_outsider;
+SELECT try($$CREATE TRIGGER t AFTER INSERT ON outsider_table FOR EACH ROW EXECUTE FUNCTION dfend_trigger('async', 'id', 'id', '', '', '', 'false', 'queue')$$);
+RESET ROLE;
+DROP TABLE outsider_table;
+REVOKE ALL ON users FROM dfend_outsider;
+DROP ROLE dfend_outsider;
+
+SELECT dfend_detach('users');
+DROP TABLE users CASCADE;
+\! test/emu stat identities
