@@ -23,6 +23,12 @@ std::optional<json> parse_bounded(std::string_view text, std::string *why)
         *why = "The body is larger than " + std::to_string(kMaxResponseBytes) + " bytes.";
         return std::nullopt;
     }
+    // nlohmann's lexer takes a NUL byte for the end of input, which would
+    // accept `{...}\0<anything>` as valid JSON.
+    if (text.find('\0') != std::string_view::npos) {
+        *why = "The body contains a NUL byte.";
+        return std::nullopt;
+    }
     bool too_deep = false;
     json::parser_callback_t limit_depth = [&too_deep](int depth, json::parse_event_t event,
                                                       json &) {

@@ -30,7 +30,10 @@ const std::string &KeyFileCache::get(const std::string &path)
     if (!S_ISREG(info.st_mode))
         throw key_file_error(path, "It is not a regular file.");
     bool owner_root = info.st_uid == 0;
-    if ((info.st_mode & (owner_root ? S_IRWXO : (S_IRWXG | S_IRWXO))) != 0)
+    // As PostgreSQL's ssl_key_file: a root-owned file may be group-readable,
+    // never group-writable (a writer could swap in a key of their own).
+    const mode_t forbidden = owner_root ? (S_IWGRP | S_IXGRP | S_IRWXO) : (S_IRWXG | S_IRWXO);
+    if ((info.st_mode & forbidden) != 0)
         throw key_file_error(path, "The file can be read or written by other users.",
                              "Run chmod 600 on the file (640 is allowed when root owns it).");
     if (path == path_ && info.st_dev == device_ && info.st_ino == inode_ &&
