@@ -347,4 +347,378 @@ REVOKE ALL ON dfend_queue_status, dfend_attachments FROM PUBLIC;
 -- END trigger and worker
 
 -- BEGIN backfill (owner: src/pg/backfill.cpp)
+
+-- One row per run of dfend_backfill, updated and committed after each batch
+-- so that other sessions can follow it. Only the last 100 runs are kept.
+CREATE TABLE dfend_backfill_run (
+    run_id bigserial PRIMARY KEY,
+    table_name regclass NOT NULL,
+    pid integer NOT NULL,
+    backend_start timestamptz,
+    state text NOT NULL DEFAULT 'running'
+        CHECK (state IN ('running', 'finished', 'interrupted')),
+    dry_run boolean NOT NULL DEFAULT false,
+    pass integer NOT NULL DEFAULT 1,
+    total bigint NOT NULL DEFAULT 0,
+    done bigint NOT NULL DEFAULT 0,
+    registered bigint NOT NULL DEFAULT 0,
+    created bigint NOT NULL DEFAULT 0,
+    existing bigint NOT NULL DEFAULT 0,
+    failed bigint NOT NULL DEFAULT 0,
+    transient bigint NOT NULL DEFAULT 0,
+    rate float8,
+    last_key text,
+    started_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    updated_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    finished_at timestamptz
+);
+COMMENT ON TABLE dfend_backfill_run IS
+'Internal: one row per dfend_backfill run (the last 100); query dfend_backfill_progress instead';
+
+-- A run still marked running whose backend no longer runs the CALL that
+-- started it (cancelled, failed, terminated, crashed) shows as interrupted.
+-- For another role's backend, without pg_read_all_stats, PostgreSQL hides
+-- the details: such a run shows as running while its backend exists.
+CREATE VIEW dfend_backfill_progress AS
+SELECT r.run_id, r.table_name, s.state, r.pid, r.dry_run, r.pass,
+       r.total, r.done,
+       CASE WHEN r.total > 0 THEN round(100.0 * least(r.done, r.total) / r.total, 1)
+            ELSE 100.0 END AS percent,
+       r.registered, r.created, r.existing, r.failed, r.transient,
+       round(r.rate::numeric, 1) AS rows_per_second,
+       CASE WHEN s.state = 'running' AND r.rate > 0
+            THEN pg_catalog.make_interval(secs => round(greatest(r.total - r.done, 0) / r.rate))
+       END AS eta,
+       coalesce(r.finished_at, r.updated_at) - r.started_at AS elapsed,
+       r.started_at, r.updated_at, r.finished_at
+FROM @extschema@.dfend_backfill_run AS r
+CROSS JOIN LATERAL (
+    SELECT CASE
+        WHEN r.state <> 'running' THEN r.state
+        WHEN EXISTS (SELECT FROM pg_catalog.pg_stat_activity AS a
+                     WHERE a.pid = r.pid
+                       AND (a.backend_start IS NULL
+                            OR (a.backend_start = r.backend_start AND a.state = 'active'
+                                AND a.query_start <= r.started_at)))
+        THEN 'running'
+        ELSE 'interrupted' END AS state) AS s;
+COMMENT ON VIEW dfend_backfill_progress IS
+'Progress of dfend_backfill runs, updated after each batch: done of total, rate, ETA, failures';
+
+-- One batch of dfend_backfill: selects the next rows after after_key,
+-- registers them, stores the ids and dead-letters permanent failures, in the
+-- caller's transaction.
+CREATE FUNCTION dfend_backfill_batch(
+    table_name regclass,
+    user_id_column name,
+    id_column name,
+    email_column name,
+    phone_column name,
+    metadata_column name,
+    merge boolean,
+    after_key text,
+    inclusive boolean,
+    batch_size integer,
+    concurrency integer,
+    max_rate float8,
+    dry_run boolean,
+    report_limit integer,
+    OUT last_key text,
+    OUT rows integer,
+    OUT registered integer,
+    OUT created integer,
+    OUT existing integer,
+    OUT failed_permanent integer,
+    OUT failed_transient integer,
+    OUT first_transient_key text,
+    OUT invalid text[])
+RETURNS record
+AS 'MODULE_PATHNAME', 'dfend_backfill_batch'
+-- Volatile and parallel unsafe: it writes the table and calls DFend.
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION dfend_backfill_batch(regclass, name, name, name, name, name, boolean, text, boolean, integer, integer, float8, boolean, integer) IS
+'Internal: one batch of dfend_backfill';
+
+-- A procedure, so that it can COMMIT after each batch. It cannot carry a
+-- SET search_path clause (PostgreSQL forbids transaction control then), so
+-- every name in it is schema-qualified.
+CREATE PROCEDURE dfend_backfill(
+    table_name regclass,
+    batch_size integer DEFAULT 1000,
+    concurrency integer DEFAULT 32,
+    max_rate float8 DEFAULT NULL,
+    merge boolean DEFAULT NULL,
+    dry_run boolean DEFAULT false,
+    user_id_column name DEFAULT NULL,
+    id_column name DEFAULT NULL,
+    email_column name DEFAULT NULL,
+    phone_column name DEFAULT NULL,
+    metadata_column name DEFAULT NULL)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    v_table regclass := table_name;
+    v_batch_size integer := batch_size;
+    v_concurrency integer := concurrency;
+    v_max_rate float8 := max_rate;
+    v_merge boolean := merge;
+    v_dry_run boolean := coalesce(dry_run, false);
+    v_user_id name := user_id_column;
+    v_id name := id_column;
+    v_email name := email_column;
+    v_phone name := phone_column;
+    v_metadata name := metadata_column;
+    v_attached record;
+    v_relkind "char";
+    v_column name;
+    v_type oid;
+    v_key_attnum smallint;
+    v_backend_start timestamptz;
+    v_running record;
+    v_run bigint;
+    v_total bigint;
+    b record;
+    v_after text;
+    v_inclusive boolean := false;
+    v_pass integer := 1;
+    v_first_transient text;
+    v_rows bigint := 0;
+    v_registered bigint := 0;
+    v_created bigint := 0;
+    v_existing bigint := 0;
+    v_failed bigint := 0;
+    v_transient bigint := 0;
+    v_shown integer := 0;
+    v_example text;
+    v_started timestamptz := pg_catalog.clock_timestamp();
+    v_last_notice timestamptz := pg_catalog.clock_timestamp();
+    v_seconds float8;
+    v_rate float8;
+    v_done bigint;
+    v_detail text;
+BEGIN
+    -- Arguments.
+    IF v_table IS NULL THEN
+        RAISE EXCEPTION 'table_name must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF v_batch_size IS NULL OR v_batch_size NOT BETWEEN 1 AND 100000 THEN
+        RAISE EXCEPTION 'batch_size must be between 1 and 100000'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF v_concurrency IS NULL OR v_concurrency NOT BETWEEN 1 AND 1024 THEN
+        RAISE EXCEPTION 'concurrency must be between 1 and 1024'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF v_max_rate IS NOT NULL AND NOT (v_max_rate > 0 AND v_max_rate < 'Infinity') THEN
+        RAISE EXCEPTION 'max_rate must be a positive number of requests per second'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Leave it NULL for no cap.';
+    END IF;
+    SELECT c.relkind INTO v_relkind FROM pg_catalog.pg_class AS c WHERE c.oid = v_table;
+    IF v_relkind IS NULL OR v_relkind NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION '"%" is not a table', v_table USING ERRCODE = 'wrong_object_type';
+    END IF;
+
+    -- The column mapping: arguments first, then the table's attachment.
+    SELECT a.* INTO v_attached FROM @extschema@.dfend_attachment AS a WHERE a.table_name = v_table;
+    IF FOUND THEN
+        v_user_id := coalesce(v_user_id, v_attached.user_id_column);
+        v_id := coalesce(v_id, v_attached.id_column);
+        v_email := coalesce(v_email, v_attached.email_column);
+        v_phone := coalesce(v_phone, v_attached.phone_column);
+        v_metadata := coalesce(v_metadata, v_attached.metadata_column);
+        v_merge := coalesce(v_merge, v_attached.merge);
+    ELSIF v_user_id IS NULL OR v_id IS NULL THEN
+        RAISE EXCEPTION 'table % is not attached to DFend and no columns were given', v_table
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Name the columns with user_id_column and id_column (and email_column, phone_column, metadata_column), or attach the table with dfend_attach.';
+    END IF;
+    v_merge := coalesce(v_merge, false);
+    FOREACH v_column IN ARRAY ARRAY[v_user_id, v_id, v_email, v_phone, v_metadata] LOOP
+        CONTINUE WHEN v_column IS NULL;
+        IF NOT EXISTS (SELECT FROM pg_catalog.pg_attribute AS a
+                       WHERE a.attrelid = v_table AND a.attname = v_column
+                         AND a.attnum > 0 AND NOT a.attisdropped) THEN
+            RAISE EXCEPTION 'column "%" of table % does not exist', v_column, v_table
+                USING ERRCODE = 'undefined_column';
+        END IF;
+    END LOOP;
+    IF v_user_id = v_id THEN
+        RAISE EXCEPTION 'user_id_column and id_column must be different columns'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- The same type rules as dfend_attach.
+    SELECT a.atttypid, a.attnum INTO v_type, v_key_attnum FROM pg_catalog.pg_attribute AS a
+    WHERE a.attrelid = v_table AND a.attname = v_user_id;
+    IF NOT ((SELECT t.typcategory FROM pg_catalog.pg_type AS t WHERE t.oid = v_type) IN ('S', 'N')
+            OR v_type = 'pg_catalog.uuid'::pg_catalog.regtype) THEN
+        RAISE EXCEPTION 'column "%" cannot serve as a user id', v_user_id
+            USING ERRCODE = 'datatype_mismatch',
+                  DETAIL = pg_catalog.format('Its type is %s; a text, numeric or uuid type is needed.',
+                                             pg_catalog.format_type(v_type, NULL));
+    END IF;
+    SELECT a.atttypid INTO v_type FROM pg_catalog.pg_attribute AS a
+    WHERE a.attrelid = v_table AND a.attname = v_id;
+    IF (SELECT t.typcategory FROM pg_catalog.pg_type AS t WHERE t.oid = v_type) <> 'S' THEN
+        RAISE EXCEPTION 'column "%" must have a text type to hold DFend ids', v_id
+            USING ERRCODE = 'datatype_mismatch',
+                  DETAIL = pg_catalog.format('Its type is %s.', pg_catalog.format_type(v_type, NULL));
+    END IF;
+    FOREACH v_column IN ARRAY ARRAY[v_email, v_phone] LOOP
+        CONTINUE WHEN v_column IS NULL;
+        SELECT a.atttypid INTO v_type FROM pg_catalog.pg_attribute AS a
+        WHERE a.attrelid = v_table AND a.attname = v_column;
+        IF (SELECT t.typcategory FROM pg_catalog.pg_type AS t WHERE t.oid = v_type) <> 'S' THEN
+            RAISE EXCEPTION 'column "%" must have a text type', v_column
+                USING ERRCODE = 'datatype_mismatch',
+                      DETAIL = pg_catalog.format('Its type is %s.', pg_catalog.format_type(v_type, NULL));
+        END IF;
+    END LOOP;
+    IF v_metadata IS NOT NULL THEN
+        SELECT a.atttypid INTO v_type FROM pg_catalog.pg_attribute AS a
+        WHERE a.attrelid = v_table AND a.attname = v_metadata;
+        IF v_type NOT IN ('pg_catalog.json'::pg_catalog.regtype, 'pg_catalog.jsonb'::pg_catalog.regtype) THEN
+            RAISE EXCEPTION 'column "%" must be of type json or jsonb', v_metadata
+                USING ERRCODE = 'datatype_mismatch';
+        END IF;
+    END IF;
+    -- Checked now rather than after the first batch has been sent.
+    IF NOT v_dry_run AND NOT pg_catalog.has_column_privilege(v_table, v_id::text, 'UPDATE') THEN
+        RAISE EXCEPTION 'permission denied for table %', v_table
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = pg_catalog.format('Storing DFend ids needs UPDATE on column %I.', v_id);
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_index AS i
+                   JOIN pg_catalog.pg_class AS c ON c.oid = i.indexrelid
+                   JOIN pg_catalog.pg_am AS m ON m.oid = c.relam
+                   WHERE i.indrelid = v_table AND i.indkey[0] = v_key_attnum
+                     AND m.amname = 'btree' AND i.indpred IS NULL) THEN
+        RAISE WARNING 'column "%" of table % has no index', v_user_id, v_table
+            USING DETAIL = 'Each batch will read the whole table to find the next rows.',
+                  HINT = pg_catalog.format('CREATE INDEX ON %s (%I);', v_table, v_user_id);
+    END IF;
+
+    -- One run per table at a time. The lock lasts until the run row is committed.
+    PERFORM pg_catalog.pg_advisory_xact_lock((x'64666e64'::bigint << 32) | v_table::oid::bigint);
+    SELECT p.run_id, p.pid INTO v_running FROM @extschema@.dfend_backfill_progress AS p
+    WHERE p.table_name = v_table AND p.state = 'running';
+    IF FOUND THEN
+        RAISE EXCEPTION 'a backfill of table % is already running', v_table
+            USING ERRCODE = 'object_in_use',
+                  DETAIL = pg_catalog.format('Run %s runs in the backend with PID %s.', v_running.run_id, v_running.pid),
+                  HINT = 'Wait for it to finish, or stop it with pg_cancel_backend.';
+    END IF;
+    UPDATE @extschema@.dfend_backfill_run AS r SET state = 'interrupted'
+    FROM @extschema@.dfend_backfill_progress AS p
+    WHERE p.run_id = r.run_id AND r.state = 'running' AND p.state = 'interrupted';
+    DELETE FROM @extschema@.dfend_backfill_run AS r
+    WHERE r.run_id <= (SELECT o.run_id FROM @extschema@.dfend_backfill_run AS o
+                       ORDER BY o.run_id DESC OFFSET 99 LIMIT 1);
+    SELECT a.backend_start INTO v_backend_start FROM pg_catalog.pg_stat_activity AS a
+    WHERE a.pid = pg_catalog.pg_backend_pid();
+    EXECUTE pg_catalog.format(
+        'SELECT pg_catalog.count(*) FROM %s AS t WHERE t.%I IS NULL AND t.%I IS NOT NULL '
+        'AND NOT EXISTS (SELECT FROM @extschema@.dfend_outbox AS o WHERE o.table_name = $1 '
+        'AND o.user_id = t.%I::pg_catalog.text AND o.state = ''dead'')',
+        v_table, v_id, v_user_id, v_user_id)
+    INTO v_total USING v_table;
+    INSERT INTO @extschema@.dfend_backfill_run (table_name, pid, backend_start, dry_run, total, started_at, updated_at)
+    VALUES (v_table, pg_catalog.pg_backend_pid(), v_backend_start, v_dry_run, v_total, v_started, v_started)
+    RETURNING run_id INTO v_run;
+    COMMIT;
+
+    LOOP
+        SELECT * INTO b FROM @extschema@.dfend_backfill_batch(
+            v_table, v_user_id, v_id, v_email, v_phone, v_metadata, v_merge, v_after,
+            v_inclusive, v_batch_size, v_concurrency, v_max_rate, v_dry_run, 10 - v_shown);
+        v_rows := v_rows + b.rows;
+        v_registered := v_registered + b.registered;
+        v_created := v_created + b.created;
+        v_existing := v_existing + b.existing;
+        v_failed := v_failed + b.failed_permanent;
+        v_transient := v_transient + b.failed_transient;
+        v_first_transient := coalesce(v_first_transient, b.first_transient_key);
+        IF v_dry_run THEN
+            FOREACH v_example IN ARRAY b.invalid LOOP
+                RAISE NOTICE 'invalid row %', v_example;
+            END LOOP;
+            v_shown := v_shown + pg_catalog.cardinality(b.invalid);
+        END IF;
+        v_seconds := extract(epoch FROM pg_catalog.clock_timestamp() - v_started);
+        v_rate := CASE WHEN v_seconds > 0 THEN v_rows / v_seconds END;
+        v_done := v_registered + v_failed + v_transient;
+        UPDATE @extschema@.dfend_backfill_run AS r
+        SET pass = v_pass, done = v_done, registered = v_registered, created = v_created,
+            existing = v_existing, failed = v_failed, transient = v_transient, rate = v_rate,
+            last_key = b.last_key, updated_at = pg_catalog.clock_timestamp()
+        WHERE r.run_id = v_run;
+        COMMIT;
+
+        IF b.rows < v_batch_size THEN
+            -- The end of the table. Rows that failed for a transient reason
+            -- get up to two more passes, from the first of them on.
+            EXIT WHEN v_dry_run OR v_transient = 0 OR v_pass >= 3;
+            v_pass := v_pass + 1;
+            v_after := v_first_transient;
+            v_inclusive := true;
+            v_transient := 0;
+            v_first_transient := NULL;
+            PERFORM pg_catalog.pg_sleep(v_pass - 1);
+        ELSE
+            v_after := b.last_key;
+            v_inclusive := false;
+            IF pg_catalog.clock_timestamp() - v_last_notice >= interval '5 seconds' THEN
+                RAISE NOTICE 'backfill of %: % of % rows (% %%), % rows/s, % left, % failed',
+                    v_table, v_done, v_total,
+                    CASE WHEN v_total > 0 THEN round(100.0 * least(v_done, v_total) / v_total, 1) ELSE 100 END,
+                    round(coalesce(v_rate, 0)::numeric),
+                    CASE WHEN v_rate > 0 THEN pg_catalog.make_interval(secs => round(greatest(v_total - v_done, 0) / v_rate))::text ELSE 'unknown' END,
+                    v_failed;
+                v_last_notice := pg_catalog.clock_timestamp();
+            END IF;
+        END IF;
+    END LOOP;
+
+    UPDATE @extschema@.dfend_backfill_run AS r
+    SET state = 'finished', finished_at = pg_catalog.clock_timestamp()
+    WHERE r.run_id = v_run;
+    COMMIT;
+
+    v_seconds := extract(epoch FROM pg_catalog.clock_timestamp() - v_started);
+    v_detail := pg_catalog.format('Took %s s, %s rows/s.', round(v_seconds::numeric, 1),
+                                  round(CASE WHEN v_seconds > 0 THEN v_rows / v_seconds ELSE 0 END::numeric));
+    IF v_dry_run THEN
+        IF v_failed > v_shown THEN
+            v_detail := v_detail || pg_catalog.format(' Only the first %s invalid rows are listed.', v_shown);
+        END IF;
+        RAISE NOTICE 'dry run of %: % rows would be sent, % are invalid', v_table, v_registered, v_failed
+            USING DETAIL = 'Nothing was sent to DFend. ' || v_detail;
+    ELSE
+        IF v_failed > 0 THEN
+            v_detail := v_detail || ' Rows that failed for good are in dfend_dead_letters.';
+        END IF;
+        IF v_transient > 0 THEN
+            v_detail := v_detail || ' Rows left without an id failed for a transient reason; run dfend_backfill again for them.';
+        END IF;
+        RAISE NOTICE 'backfill of % finished: % rows registered (% created, % already existing), % failed%',
+            v_table, v_registered, v_created, v_existing, v_failed,
+            CASE WHEN v_transient > 0 THEN pg_catalog.format(', %s left without an id', v_transient) ELSE '' END
+            USING DETAIL = v_detail;
+    END IF;
+END $$;
+COMMENT ON PROCEDURE dfend_backfill(regclass, integer, integer, float8, boolean, boolean, name, name, name, name, name) IS
+'Registers every row of a table that has no DFend id yet, in committed batches; resumable, throttled, with progress in dfend_backfill_progress';
+
+CREATE FUNCTION dfend_enqueue_backfill(table_name regclass) RETURNS bigint
+AS 'MODULE_PATHNAME', 'dfend_enqueue_backfill'
+-- Volatile and parallel unsafe: it writes the outbox.
+LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+COMMENT ON FUNCTION dfend_enqueue_backfill(regclass) IS
+'Queues every row of an attached table that has no DFend id (and no outbox entry) for the outbox worker; returns how many';
+
+REVOKE EXECUTE ON PROCEDURE dfend_backfill(regclass, integer, integer, float8, boolean, boolean, name, name, name, name, name) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION dfend_backfill_batch(regclass, name, name, name, name, name, boolean, text, boolean, integer, integer, float8, boolean, integer) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION dfend_enqueue_backfill(regclass) FROM PUBLIC;
+REVOKE ALL ON dfend_backfill_run, dfend_backfill_progress FROM PUBLIC;
+REVOKE ALL ON SEQUENCE dfend_backfill_run_run_id_seq FROM PUBLIC;
+
 -- END backfill

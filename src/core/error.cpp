@@ -46,15 +46,21 @@ void Error::append_detail(std::string_view sentence)
     detail_ += sentence;
 }
 
-void Error::redact(std::string_view secret)
+void redact_secret(std::string &text, std::string_view secret)
 {
     if (secret.empty())
         return;
-    for (std::string *text : {&message_, &detail_, &hint_}) {
-        std::size_t at;
-        while ((at = text->find(secret)) != std::string::npos)
-            text->replace(at, secret.size(), "[redacted]");
+    std::size_t at = 0;
+    while ((at = text.find(secret, at)) != std::string::npos) {
+        text.replace(at, secret.size(), "[redacted]");
+        at += 10;
     }
+}
+
+void Error::redact(std::string_view secret)
+{
+    for (std::string *text : {&message_, &detail_, &hint_})
+        redact_secret(*text, secret);
 }
 
 } // namespace dfend

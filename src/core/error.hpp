@@ -26,6 +26,9 @@ enum class ErrorKind {
 
 const char *kind_name(ErrorKind kind) noexcept;
 
+// Replaces every occurrence of `secret` in `text` with "[redacted]".
+void redact_secret(std::string &text, std::string_view secret);
+
 // Worth another attempt: the same request may succeed a moment later.
 bool is_transient(ErrorKind kind) noexcept;
 

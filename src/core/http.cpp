@@ -159,6 +159,9 @@ HttpResponse Transfer::finish(CURL *easy, CURLcode code)
         response.retry_after_seconds = static_cast<long>(retry_after);
     response.body = std::move(body_);
     body_.clear();
+    // Before any of it is cut into a message: a cut key would escape the
+    // redaction of whole keys.
+    redact_secret(response.body, options_.api_key);
     return response;
 }
 
