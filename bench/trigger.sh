@@ -1,0 +1,85 @@
+#!/bin/bash
+# The trigger option, measured (issue 3):
+#  1. insert throughput with the async trigger against the same inserts into
+#     an identical table without it (pgbench, interleaved rounds, worker
+#     draining meanwhile);
+#  2. the worker's drain rate with 20 ms of API latency, against
+#     concurrency / latency;
+#  3. commit-to-stored-id latency for single inserts arriving one at a time.
+#   bench/trigger.sh [ROUNDS=3] [SECONDS_PER_ROUND=10]
+source "$(dirname "${BASH_SOURCE[0]}")/../test/lib.sh"
+cd "$DFEND_ROOT"
+export ROUNDS=${1:-3} SECONDS_PER_ROUND=${2:-10}
+ensure_packages
+build_and_install
+make_run_dir
+trap 'stop_emulators; rm -rf "$DFEND_RUN_DIR"' EXIT
+start_emulator bench --key sk_bench
+export DFEND_EMULATOR_URL="http://127.0.0.1:$EMULATOR_PORT"
+write_key_file "$DFEND_RUN_DIR/key" sk_bench
+export OUT="$DFEND_RUN_DIR" CONCURRENCY=16
+
+pg_virtualenv -t -v 15 -o shared_preload_libraries=dfend -o "dfend.api_url=$DFEND_EMULATOR_URL" \
+    -o "dfend.api_key_file=$DFEND_RUN_DIR/key" -o dfend.worker_databases=postgres \
+    -o dfend.worker_concurrency=$CONCURRENCY -o max_connections=50 bash -c '
+    set -e
+    source "$DFEND_ROOT/test/lib.sh"
+    export PGDATABASE=postgres
+    emu() { "$DFEND_ROOT/test/emu" "$@"; }
+    psql -Xq <<SQL
+CREATE EXTENSION dfend;
+CREATE TABLE plain_users (id bigserial PRIMARY KEY, email text, dfend_id text, created_at timestamptz DEFAULT clock_timestamp());
+CREATE TABLE attached_users (id bigserial PRIMARY KEY, email text, dfend_id text, created_at timestamptz DEFAULT clock_timestamp(), stored_at timestamptz);
+SELECT dfend_attach(\$\$attached_users\$\$, \$\$id\$\$, \$\$dfend_id\$\$, email_column => \$\$email\$\$);
+CREATE FUNCTION note_stored() RETURNS trigger LANGUAGE plpgsql AS \$f\$
+BEGIN NEW.stored_at := clock_timestamp(); RETURN NEW; END \$f\$;
+CREATE TRIGGER note_stored BEFORE UPDATE OF dfend_id ON attached_users FOR EACH ROW EXECUTE FUNCTION note_stored();
+SQL
+    echo "INSERT INTO plain_users (email) VALUES (\$\$user@example.com\$\$);" > "$OUT/plain.sql"
+    echo "INSERT INTO attached_users (email) VALUES (\$\$user@example.com\$\$);" > "$OUT/attached.sql"
+    worker_up() { [ -n "$(sql "SELECT pid FROM pg_stat_activity WHERE backend_type = \$\$dfend worker\$\$")" ]; }
+    wait_until 30 worker_up
+
+    echo "== 1. insert throughput, pgbench -c 4 -T $SECONDS_PER_ROUND, $ROUNDS interleaved rounds"
+    : > "$OUT/tps.txt"
+    for round in $(seq 1 "$ROUNDS"); do
+        plain=$(pgbench -n -c 4 -j 2 -T "$SECONDS_PER_ROUND" -f "$OUT/plain.sql" 2>/dev/null | grep -oP "tps = \K[0-9.]+" | head -1)
+        attached=$(pgbench -n -c 4 -j 2 -T "$SECONDS_PER_ROUND" -f "$OUT/attached.sql" 2>/dev/null | grep -oP "tps = \K[0-9.]+" | head -1)
+        echo "round $round: without trigger $plain tps, with async trigger $attached tps"
+        echo "$plain $attached" >> "$OUT/tps.txt"
+    done
+    drained() { [ "$(sql "SELECT pending FROM dfend_queue_status")" = 0 ]; }
+    wait_until 600 drained
+    python3 - "$OUT/tps.txt" <<PY
+import statistics, sys
+rows = [list(map(float, l.split())) for l in open(sys.argv[1]) if l.strip()]
+plain = statistics.median(r[0] for r in rows); attached = statistics.median(r[1] for r in rows)
+overhead = statistics.median(1 - r[1] / r[0] for r in rows)
+print(f"median: without {plain:.0f} tps, with {attached:.0f} tps; overhead {overhead * 100:.1f}% (target <= 30%)")
+PY
+    echo "   every attached row got its id: $(sql "SELECT count(*) = count(dfend_id) FROM attached_users")"
+
+    echo "== 2. drain rate, 20 ms API latency, dfend.worker_concurrency = $CONCURRENCY"
+    emu config "{\"latency_ms\": 20}"
+    for n in 5000; do
+        sql "ALTER SYSTEM SET dfend.worker_poll_interval = \$\$60s\$\$" >/dev/null
+        start=$(date +%s%N)
+        sql "INSERT INTO attached_users (email) SELECT \$\$bulk@example.com\$\$ FROM generate_series(1, $n)" >/dev/null
+        wait_until 600 drained
+        ms=$(( ($(date +%s%N) - start) / 1000000 ))
+        python3 -c "r = $n / ($ms / 1000); ceiling = $CONCURRENCY / 0.020; print(f\"{$n} rows in {$ms} ms: {r:.0f} ids stored/s = {r / ceiling * 100:.0f}% of concurrency/latency ({ceiling:.0f}/s); target >= 80%\")"
+    done
+
+    echo "== 3. commit to stored id, single inserts one at a time, 20 ms API latency"
+    sql "TRUNCATE attached_users" >/dev/null
+    for i in $(seq 1 50); do
+        id=$(sql "INSERT INTO attached_users (email) VALUES (\$\$one@example.com\$\$) RETURNING id")
+        stored() { [ "$(sql "SELECT dfend_id IS NOT NULL FROM attached_users WHERE id = $id")" = t ]; }
+        wait_until 10 stored
+    done
+    sql "SELECT format(\$\$median %s ms, p90 %s ms, max %s ms over %s inserts (target: median < 50 ms)\$\$,
+                round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::numeric, 1),
+                round(percentile_cont(0.9) WITHIN GROUP (ORDER BY ms)::numeric, 1),
+                round(max(ms)::numeric, 1), count(*))
+         FROM (SELECT extract(epoch FROM stored_at - created_at) * 1000 AS ms FROM attached_users) t"
+'
