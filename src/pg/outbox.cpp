@@ -57,6 +57,7 @@ struct Mapping {
 };
 
 char *cached_schema = nullptr;
+Oid cached_namespace = InvalidOid;
 
 char *quoted_or_null(const char *column, const char *cast)
 {
@@ -210,6 +211,11 @@ void execute_or_fail(const char *query, int nargs, Oid *types, Datum *args, int 
 
 } // namespace
 
+unsigned int outbox_namespace()
+{
+    return outbox_schema() ? cached_namespace : InvalidOid;
+}
+
 const char *outbox_schema()
 {
     if (!cached_schema) {
@@ -230,6 +236,7 @@ const char *outbox_schema()
         if (!OidIsValid(schema))
             return nullptr;
         char *name = get_namespace_name(schema);
+        cached_namespace = schema;
         cached_schema = MemoryContextStrdup(TopMemoryContext, quote_identifier(name));
     }
     return cached_schema;

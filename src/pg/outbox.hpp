@@ -20,5 +20,8 @@ OutboxResult process_outbox(int max_rows);
 // The extension's schema, quoted, or nullptr when dfend is not installed in
 // this database. Cached for the backend's life.
 const char *outbox_schema();
+// The extension's schema, or InvalidOid (typed as unsigned int here so this
+// header needs no PostgreSQL include).
+unsigned int outbox_namespace();
 
 } // namespace dfend::pg

@@ -1,0 +1,553 @@
+// Backfills: dfend_backfill_batch, one batch of CALL dfend_backfill, and
+// dfend_enqueue_backfill. The loop, the COMMIT after each batch, the progress
+// rows and the NOTICEs live in the PL/pgSQL procedure dfend_backfill
+// (sql/dfend--0.1.0.sql); each call here handles one batch inside the
+// procedure's current transaction:
+//
+//   1. select the next rows by key (keyset pagination: key > last key, never
+//      OFFSET), skipping rows that already have an id or a dead letter;
+//   2. register them with many requests in flight (RequestEngine), or only
+//      validate them for a dry run;
+//   3. store the ids with one UPDATE of just those rows (AND id IS NULL, so a
+//      concurrent writer is never overwritten), and record rows DFend
+//      refused for good as dead letters.
+//
+// Everything a batch allocates lives in SPI's per-call memory or in C++
+// containers scoped to one cpp_call, so memory stays flat however large the
+// table. PostgreSQL-style except inside cpp_call (see border.hpp).
+#include "../core/codec.hpp"
+#include "../core/engine.hpp"
+#include "backend.hpp"
+#include "border.hpp"
+#include "queue.hpp"
+#include "settings.hpp"
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "postgres.hpp"
+
+extern "C" {
+#include "executor/spi.h"
+#include "utils/array.h"
+#include "utils/lsyscache.h"
+}
+
+namespace dfend::pg {
+
+namespace {
+
+// One selected row, as plain palloc'd data.
+struct BatchRow {
+    Datum key;          // the user id column in its own type
+    char *user_id;      // key::text in the server encoding (as the outbox stores it)
+    char *user_id_utf8; // what DFend is sent
+    char *email_utf8;
+    char *phone_utf8;
+    char *metadata_utf8;
+    bool duplicate;     // same user id as the row before: its request covers both
+};
+
+enum RowFate { kNoRequest = 0, kStored, kDead, kTransient };
+
+struct RowResult {
+    int fate;
+    bool created;
+    int attempts;
+    char *id;    // DFend's id, server encoding
+    char *error; // message and detail, server encoding (dead letters, dry-run report)
+};
+
+// Columns of one backfill, quoted for SQL.
+struct Target {
+    Oid table;
+    char *table_sql;
+    char *key_sql;
+    char *id_sql;
+    char *email_sql;
+    char *phone_sql;
+    char *metadata_sql;
+    Oid key_type;
+    int32 key_typmod;
+    char *schema_sql; // the extension's schema, where dfend_outbox lives
+};
+
+const char *name_argument(FunctionCallInfo fcinfo, int n)
+{
+    return PG_ARGISNULL(n) ? nullptr : NameStr(*PG_GETARG_NAME(n));
+}
+
+// Checks a column exists; returns its number.
+AttrNumber column_number(Oid table, const char *column)
+{
+    AttrNumber number = get_attnum(table, column);
+    if (number == InvalidAttrNumber)
+        ereport(ERROR, (errcode(ERRCODE_UNDEFINED_COLUMN),
+                        errmsg("column \"%s\" of relation \"%s\" does not exist", column,
+                               get_rel_name(table))));
+    return number;
+}
+
+char *column_as_text(Oid table, const char *column)
+{
+    if (!column)
+        return pstrdup("NULL::pg_catalog.text");
+    column_number(table, column);
+    return psprintf("t.%s::pg_catalog.text", quote_identifier(column));
+}
+
+// The schema of the calling function: the extension's schema.
+char *own_schema(FunctionCallInfo fcinfo)
+{
+    Oid schema = get_func_namespace(fcinfo->flinfo->fn_oid);
+    char *name = get_namespace_name(schema);
+    if (!name)
+        elog(ERROR, "could not find the schema of the dfend extension");
+    return pstrdup(quote_identifier(name));
+}
+
+Target resolve_target(FunctionCallInfo fcinfo, Oid table, const char *user_id_column,
+                      const char *id_column, const char *email_column, const char *phone_column,
+                      const char *metadata_column)
+{
+    Target target;
+    target.table = table;
+    char *relname = get_rel_name(table);
+    if (!relname)
+        ereport(ERROR, (errcode(ERRCODE_UNDEFINED_TABLE),
+                        errmsg("relation with OID %u does not exist", table)));
+    target.table_sql =
+        quote_qualified_identifier(get_namespace_name(get_rel_namespace(table)), relname);
+    AttrNumber key = column_number(table, user_id_column);
+    Oid collation;
+    get_atttypetypmodcoll(table, key, &target.key_type, &target.key_typmod, &collation);
+    column_number(table, id_column);
+    target.key_sql = pstrdup(quote_identifier(user_id_column));
+    target.id_sql = pstrdup(quote_identifier(id_column));
+    target.email_sql = column_as_text(table, email_column);
+    target.phone_sql = column_as_text(table, phone_column);
+    target.metadata_sql = column_as_text(table, metadata_column);
+    target.schema_sql = own_schema(fcinfo);
+    return target;
+}
+
+// Text in the server encoding converted to UTF-8 (what DFend speaks).
+char *to_utf8(char *value)
+{
+    if (!value)
+        return nullptr;
+    return pg_server_to_any(value, (int) strlen(value), PG_UTF8);
+}
+
+ArrayType *text_array(char **values, int count)
+{
+    Datum *datums = (Datum *) palloc(sizeof(Datum) * (count > 0 ? count : 1));
+    for (int i = 0; i < count; ++i)
+        datums[i] = CStringGetTextDatum(values[i]);
+    return construct_array(datums, count, TEXTOID, -1, false, TYPALIGN_INT);
+}
+
+// C++-style: `text` in the server encoding, palloc'd. When the server does
+// not speak UTF-8, bytes outside ASCII in DFend's words become '?' rather
+// than fail the batch on a conversion error.
+char *server_text(const std::string &utf8, bool server_is_utf8)
+{
+    std::string text = utf8;
+    if (!server_is_utf8)
+        for (char &c : text)
+            if (static_cast<unsigned char>(c) >= 0x80)
+                c = '?';
+    return pg_call([&] { return pstrdup(text.c_str()); });
+}
+
+std::string error_text(const Error &error)
+{
+    std::string text = error.message();
+    if (!error.detail().empty())
+        text += ": " + error.detail();
+    return text;
+}
+
+// Kinds that say nothing about one row but about the whole setup (the key,
+// the URL, TLS): the run stops instead of dead-lettering every row.
+bool stops_the_run(ErrorKind kind)
+{
+    return kind != ErrorKind::InvalidArgument && !is_transient(kind);
+}
+
+struct BatchSettings {
+    bool merge;
+    bool dry_run;
+    bool server_is_utf8;
+    int concurrency;
+    double max_rate;
+};
+
+// C++-style (runs inside cpp_call): registers or validates the rows and
+// fills `results`. Throws to stop the run.
+void handle_rows(const BatchRow *rows, int count, RowResult *results,
+                 const BatchSettings &settings)
+{
+    auto request_for = [&](const BatchRow &row) {
+        RegisterRequest request;
+        request.user_id = row.user_id_utf8;
+        if (row.email_utf8)
+            request.email = row.email_utf8;
+        if (row.phone_utf8)
+            request.phone = row.phone_utf8;
+        if (row.metadata_utf8)
+            request.metadata_json = row.metadata_utf8;
+        request.merge = settings.merge;
+        return request;
+    };
+
+    if (settings.dry_run) {
+        for (int i = 0; i < count; ++i) {
+            if (rows[i].duplicate)
+                continue;
+            try {
+                encode_register(request_for(rows[i]));
+                results[i].fate = kStored; // would be sent
+            } catch (const Error &error) {
+                results[i].fate = kDead;
+                results[i].error = server_text(error_text(error), settings.server_is_utf8);
+            }
+        }
+        return;
+    }
+
+    BackendContext &backend = backend_context();
+    ClientSettings client = current_client_settings(backend.key_files);
+    EngineSettings engine_settings;
+    engine_settings.concurrency = settings.concurrency;
+    engine_settings.max_rate = settings.max_rate;
+    engine_settings.rate_limits_never_fail = true; // a 429 slows a backfill, never fails it
+    RequestEngine &engine = backend.engine_for(client, engine_settings);
+    int submitted = 0;
+    for (int i = 0; i < count; ++i) {
+        if (rows[i].duplicate)
+            continue;
+        Job job;
+        job.tag = static_cast<std::uint64_t>(i);
+        job.request = request_for(rows[i]);
+        engine.submit(std::move(job));
+        ++submitted;
+    }
+    if (submitted == 0)
+        return;
+    std::vector<JobOutcome> outcomes = engine.run(&interrupt_pending);
+
+    int stored = 0;
+    int transient = 0;
+    const Error *first_transient = nullptr;
+    for (const JobOutcome &outcome : outcomes) {
+        RowResult &result = results[outcome.tag];
+        result.attempts = outcome.attempts;
+        if (outcome.result) {
+            result.fate = kStored;
+            result.created = outcome.result->created;
+            result.id = server_text(outcome.result->id, settings.server_is_utf8);
+            ++stored;
+            continue;
+        }
+        const Error &error = *outcome.error;
+        if (stops_the_run(error.kind())) {
+            Error stop = error;
+            stop.append_detail("The backfill stopped; the ids stored by earlier batches are "
+                               "kept.");
+            throw stop;
+        }
+        if (error.kind() == ErrorKind::InvalidArgument) {
+            result.fate = kDead;
+            result.error = server_text(error_text(error), settings.server_is_utf8);
+        } else {
+            result.fate = kTransient;
+            ++transient;
+            if (!first_transient)
+                first_transient = &error;
+        }
+    }
+    // Every request of the batch failed for a transient reason: DFend is
+    // down or unreachable. Walking on would only fail the next batches too.
+    if (stored == 0 && first_transient) {
+        Error stop = *first_transient;
+        stop.append_detail("Every request of a batch failed, so the backfill stopped; the ids "
+                           "stored by earlier batches are kept. Run it again to continue.");
+        throw stop;
+    }
+}
+
+void execute(const char *query, int nargs, Oid *types, Datum *values, const char *nulls,
+             int expected)
+{
+    int result = SPI_execute_with_args(query, nargs, types, values, nulls, false, 0);
+    if (result != expected)
+        elog(ERROR, "dfend backfill statement failed: %s", SPI_result_code_string(result));
+}
+
+} // namespace
+
+} // namespace dfend::pg
+
+using namespace dfend;
+using namespace dfend::pg;
+
+extern "C" {
+
+// dfend_backfill_batch(table_name, user_id_column, id_column, email_column,
+//     phone_column, metadata_column, merge, after_key, inclusive, batch_size,
+//     concurrency, max_rate, dry_run, report_limit)
+//   -> (last_key, rows, registered, created, existing, failed_permanent,
+//       failed_transient, first_transient_key, invalid)
+PG_FUNCTION_INFO_V1(dfend_backfill_batch);
+Datum dfend_backfill_batch(PG_FUNCTION_ARGS)
+{
+    for (int required : {0, 1, 2, 8, 9, 10, 12})
+        if (PG_ARGISNULL(required))
+            ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+                            errmsg("argument %d of dfend_backfill_batch must not be null",
+                                   required + 1)));
+    Oid table = PG_GETARG_OID(0);
+    const char *user_id_column = name_argument(fcinfo, 1);
+    const char *id_column = name_argument(fcinfo, 2);
+    const char *email_column = name_argument(fcinfo, 3);
+    const char *phone_column = name_argument(fcinfo, 4);
+    const char *metadata_column = name_argument(fcinfo, 5);
+    BatchSettings settings;
+    settings.merge = !PG_ARGISNULL(6) && PG_GETARG_BOOL(6);
+    char *after_key = PG_ARGISNULL(7) ? nullptr : text_to_cstring(PG_GETARG_TEXT_PP(7));
+    bool inclusive = PG_GETARG_BOOL(8);
+    int batch_size = PG_GETARG_INT32(9);
+    settings.concurrency = PG_GETARG_INT32(10);
+    settings.max_rate = PG_ARGISNULL(11) ? 0 : PG_GETARG_FLOAT8(11);
+    settings.dry_run = PG_GETARG_BOOL(12);
+    int report_limit = PG_ARGISNULL(13) ? 0 : PG_GETARG_INT32(13);
+    settings.server_is_utf8 = GetDatabaseEncoding() == PG_UTF8;
+    if (batch_size < 1 || batch_size > 100000)
+        ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                        errmsg("batch_size must be between 1 and 100000")));
+    if (settings.concurrency < 1 || settings.concurrency > 1024)
+        ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                        errmsg("concurrency must be between 1 and 1024")));
+    if (!(settings.max_rate >= 0) || std::isinf(settings.max_rate))
+        ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                        errmsg("max_rate must be a positive number")));
+
+    TupleDesc result_type;
+    if (get_call_result_type(fcinfo, nullptr, &result_type) != TYPEFUNC_COMPOSITE)
+        elog(ERROR, "return type must be a row type");
+    result_type = BlessTupleDesc(result_type);
+    MemoryContext caller_context = CurrentMemoryContext;
+
+    SPI_connect();
+    Target target = resolve_target(fcinfo, table, user_id_column, id_column, email_column,
+                                   phone_column, metadata_column);
+
+    // 1. The next rows by key. The planner walks an index on the key when
+    //    there is one, so a batch costs the same at row 9,000,000 as at 0.
+    Datum select_values[3];
+    Oid select_types[3];
+    int nargs = 0;
+    select_types[nargs] = REGCLASSOID;
+    select_values[nargs++] = ObjectIdGetDatum(table);
+    select_types[nargs] = INT4OID;
+    select_values[nargs++] = Int32GetDatum(batch_size);
+    const char *after_condition = "";
+    if (after_key) {
+        Oid input_function, io_param;
+        getTypeInputInfo(target.key_type, &input_function, &io_param);
+        select_types[nargs] = target.key_type;
+        select_values[nargs++] =
+            OidInputFunctionCall(input_function, after_key, io_param, target.key_typmod);
+        after_condition = psprintf(" AND t.%s %s $3", target.key_sql, inclusive ? ">=" : ">");
+    }
+    char *select = psprintf(
+        "SELECT t.%s, t.%s::pg_catalog.text, %s, %s, %s FROM %s AS t "
+        "WHERE t.%s IS NULL AND t.%s IS NOT NULL%s "
+        "AND NOT EXISTS (SELECT 1 FROM %s.dfend_outbox AS o WHERE o.table_name = $1 "
+        "AND o.user_id = t.%s::pg_catalog.text AND o.state = 'dead') "
+        "ORDER BY t.%s LIMIT $2",
+        target.key_sql, target.key_sql, target.email_sql, target.phone_sql, target.metadata_sql,
+        target.table_sql, target.id_sql, target.key_sql, after_condition, target.schema_sql,
+        target.key_sql, target.key_sql);
+    execute(select, nargs, select_types, select_values, nullptr, SPI_OK_SELECT);
+    int count = (int) SPI_processed;
+    SPITupleTable *tuples = SPI_tuptable;
+    TupleDesc desc = tuples->tupdesc;
+
+    BatchRow *rows = (BatchRow *) palloc0(sizeof(BatchRow) * (count > 0 ? count : 1));
+    RowResult *results = (RowResult *) palloc0(sizeof(RowResult) * (count > 0 ? count : 1));
+    for (int i = 0; i < count; ++i) {
+        HeapTuple tuple = tuples->vals[i];
+        bool isnull;
+        rows[i].key = SPI_getbinval(tuple, desc, 1, &isnull);
+        rows[i].user_id = SPI_getvalue(tuple, desc, 2);
+        rows[i].duplicate = i > 0 && strcmp(rows[i].user_id, rows[i - 1].user_id) == 0;
+        rows[i].user_id_utf8 = to_utf8(rows[i].user_id);
+        rows[i].email_utf8 = to_utf8(SPI_getvalue(tuple, desc, 3));
+        rows[i].phone_utf8 = to_utf8(SPI_getvalue(tuple, desc, 4));
+        rows[i].metadata_utf8 = to_utf8(SPI_getvalue(tuple, desc, 5));
+    }
+
+    // 2. The requests: the only part that leaves PostgreSQL.
+    if (count > 0) {
+        if (!settings.dry_run)
+            pgstat_report_wait_start(PG_WAIT_EXTENSION);
+        cpp_call([&] { handle_rows(rows, count, results, settings); });
+        if (!settings.dry_run)
+            pgstat_report_wait_end();
+    }
+
+    // 3. Store what came back.
+    int registered = 0, created = 0, failed_permanent = 0, failed_transient = 0;
+    int first_transient = -1;
+    Datum *stored_keys = (Datum *) palloc(sizeof(Datum) * (count > 0 ? count : 1));
+    char **stored_ids = (char **) palloc(sizeof(char *) * (count > 0 ? count : 1));
+    char **dead_users = (char **) palloc(sizeof(char *) * (count > 0 ? count : 1));
+    char **dead_errors = (char **) palloc(sizeof(char *) * (count > 0 ? count : 1));
+    Datum *dead_attempts = (Datum *) palloc(sizeof(Datum) * (count > 0 ? count : 1));
+    int stored_count = 0, dead_count = 0;
+    Datum *reported = (Datum *) palloc(sizeof(Datum) * (count > 0 ? count : 1));
+    int reported_count = 0;
+    for (int i = 0; i < count; ++i) {
+        switch (results[i].fate) {
+        case kStored:
+            ++registered;
+            if (results[i].created)
+                ++created;
+            if (!settings.dry_run) {
+                stored_keys[stored_count] = rows[i].key;
+                stored_ids[stored_count++] = results[i].id;
+            }
+            break;
+        case kDead:
+            ++failed_permanent;
+            dead_users[dead_count] = rows[i].user_id;
+            dead_errors[dead_count] = results[i].error;
+            dead_attempts[dead_count++] = Int32GetDatum(results[i].attempts);
+            if (reported_count < report_limit)
+                reported[reported_count++] = CStringGetTextDatum(
+                    psprintf("%s: %s", quote_literal_cstr(rows[i].user_id), results[i].error));
+            break;
+        case kTransient:
+            ++failed_transient;
+            if (first_transient < 0)
+                first_transient = i;
+            break;
+        default:
+            break;
+        }
+    }
+    if (!settings.dry_run && stored_count > 0) {
+        // Row locks only for the moment of this UPDATE; a row a concurrent
+        // writer gave an id meanwhile keeps it.
+        int16 typlen;
+        bool typbyval;
+        char typalign;
+        get_typlenbyvalalign(target.key_type, &typlen, &typbyval, &typalign);
+        Oid key_array_type = get_array_type(target.key_type);
+        if (!OidIsValid(key_array_type))
+            ereport(ERROR, (errcode(ERRCODE_DATATYPE_MISMATCH),
+                            errmsg("the type of column %s has no array type", target.key_sql)));
+        char *update = psprintf(
+            "UPDATE %s AS t SET %s = v.id "
+            "FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2::pg_catalog.text[])) "
+            "AS v(k, id) "
+            "WHERE t.%s = v.k AND t.%s IS NULL",
+            target.table_sql, target.id_sql, target.key_sql, target.id_sql);
+        Oid types[2] = {key_array_type, TEXTARRAYOID};
+        Datum values[2] = {
+            PointerGetDatum(construct_array(stored_keys, stored_count, target.key_type, typlen,
+                                            typbyval, typalign)),
+            PointerGetDatum(text_array(stored_ids, stored_count))};
+        execute(update, 2, types, values, nullptr, SPI_OK_UPDATE);
+    }
+    if (!settings.dry_run && dead_count > 0) {
+        char *insert = psprintf(
+            "INSERT INTO %s.dfend_outbox (table_name, user_id, reason, state, attempts, "
+            "last_error) SELECT $1, x.user_id, 'backfill', 'dead', x.attempts, x.last_error "
+            "FROM ROWS FROM (pg_catalog.unnest($2::pg_catalog.text[]), "
+            "pg_catalog.unnest($3::pg_catalog.int4[]), pg_catalog.unnest($4::pg_catalog.text[])) "
+            "AS x(user_id, attempts, last_error)",
+            target.schema_sql);
+        Oid types[4] = {REGCLASSOID, TEXTARRAYOID, INT4ARRAYOID, TEXTARRAYOID};
+        Datum values[4] = {
+            ObjectIdGetDatum(table), PointerGetDatum(text_array(dead_users, dead_count)),
+            PointerGetDatum(construct_array(dead_attempts, dead_count, INT4OID, 4, true,
+                                            TYPALIGN_INT)),
+            PointerGetDatum(text_array(dead_errors, dead_count))};
+        execute(insert, 4, types, values, nullptr, SPI_OK_INSERT);
+    }
+
+    // The result, built where it outlives SPI_finish.
+    char *last_key = count > 0 ? SPI_getvalue(tuples->vals[count - 1], desc, 1) : nullptr;
+    char *first_transient_key =
+        first_transient >= 0 ? SPI_getvalue(tuples->vals[first_transient], desc, 1) : nullptr;
+    MemoryContext spi_context = MemoryContextSwitchTo(caller_context);
+    ArrayType *invalid = construct_array(reported, reported_count, TEXTOID, -1, false,
+                                         TYPALIGN_INT);
+    Datum values[9] = {
+        last_key ? CStringGetTextDatum(last_key) : (Datum) 0,
+        Int32GetDatum(count),
+        Int32GetDatum(registered),
+        Int32GetDatum(created),
+        Int32GetDatum(settings.dry_run ? 0 : registered - created),
+        Int32GetDatum(failed_permanent),
+        Int32GetDatum(failed_transient),
+        first_transient_key ? CStringGetTextDatum(first_transient_key) : (Datum) 0,
+        PointerGetDatum(invalid)};
+    bool nulls[9] = {last_key == nullptr, false, false, false, false, false, false,
+                     first_transient_key == nullptr, false};
+    HeapTuple result = heap_form_tuple(result_type, values, nulls);
+    MemoryContextSwitchTo(spi_context);
+    SPI_finish();
+    PG_RETURN_DATUM(HeapTupleGetDatum(result));
+}
+
+// dfend_enqueue_backfill(table_name regclass) RETURNS bigint: hands the rows
+// still without an id to the outbox worker instead.
+PG_FUNCTION_INFO_V1(dfend_enqueue_backfill);
+Datum dfend_enqueue_backfill(PG_FUNCTION_ARGS)
+{
+    Oid table = PG_GETARG_OID(0);
+    char *schema = own_schema(fcinfo);
+
+    SPI_connect();
+    char *mapping = psprintf("SELECT a.user_id_column, a.id_column FROM %s.dfend_attachment AS a "
+                             "WHERE a.table_name = $1",
+                             schema);
+    Oid mapping_types[1] = {REGCLASSOID};
+    Datum mapping_values[1] = {ObjectIdGetDatum(table)};
+    execute(mapping, 1, mapping_types, mapping_values, nullptr, SPI_OK_SELECT);
+    if (SPI_processed == 0) {
+        char *name = DatumGetCString(DirectFunctionCall1(regclassout, ObjectIdGetDatum(table)));
+        ereport(ERROR, (errcode(ERRCODE_UNDEFINED_OBJECT),
+                        errmsg("table %s is not attached to DFend", name),
+                        errdetail("The outbox worker reads the column mapping of attached "
+                                  "tables."),
+                        errhint("Attach the table with dfend_attach, or run CALL "
+                                "dfend_backfill(...) with the columns instead.")));
+    }
+    char *user_id_column = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+    char *id_column = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+    Target target = resolve_target(fcinfo, table, user_id_column, id_column, nullptr, nullptr,
+                                   nullptr);
+    // Rows with any entry (pending, or dead: see dfend_dead_letters) are left alone.
+    char *insert = psprintf(
+        "INSERT INTO %s.dfend_outbox (table_name, user_id, reason) "
+        "SELECT DISTINCT $1, t.%s::pg_catalog.text, 'backfill' FROM %s AS t "
+        "WHERE t.%s IS NULL AND t.%s IS NOT NULL AND NOT EXISTS ("
+        "SELECT 1 FROM %s.dfend_outbox AS o WHERE o.table_name = $1 "
+        "AND o.user_id = t.%s::pg_catalog.text)",
+        schema, target.key_sql, target.table_sql, target.id_sql, target.key_sql, schema,
+        target.key_sql);
+    execute(insert, 1, mapping_types, mapping_values, nullptr, SPI_OK_INSERT);
+    int64 count = (int64) SPI_processed;
+    SPI_finish();
+    if (count > 0)
+        note_enqueued(); // the worker wakes when this transaction commits
+    PG_RETURN_INT64(count);
+}
+
+} // extern "C"
