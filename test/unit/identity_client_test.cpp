@@ -712,3 +712,20 @@ TEST_F(ClientTest, InvalidInputFailsBeforeAnyRequest)
     }
     EXPECT_EQ(server_.request_count(), 0u);
 }
+
+TEST_F(ClientTest, KeyStraddlingTheMessageCutIsRedacted)
+{
+    // DFend's message is cut at 300 bytes; a key echoed across the cut must
+    // not leave its first bytes in the detail.
+    server_.on_identity([](const httplib::Request &req, httplib::Response &res) {
+        res.status = 400;
+        res.set_content(R"({"error":")" + std::string(290, 'x') + req.get_header_value("x-api-key") +
+                            R"("})",
+                        "application/json");
+    });
+    start();
+    Error e = register_error(ErrorKind::InvalidArgument);
+    const std::string key = kKey;
+    EXPECT_EQ(e.detail().find(key.substr(0, 6)), std::string::npos) << e.detail();
+    EXPECT_NE(e.detail().find("[redact"), std::string::npos) << e.detail();
+}
