@@ -11,7 +11,7 @@ write_key_file "$DFEND_RUN_DIR/api.key" sk_test_emulator
 export OUT="$DFEND_RUN_DIR"
 
 pg_virtualenv -t -v 15 -o shared_preload_libraries=dfend -o "dfend.api_url=$DFEND_EMULATOR_URL" \
-    -o "dfend.api_key_file=$DFEND_RUN_DIR/api.key" -o dfend.worker_databases=postgres \
+    -o "dfend.api_key_file=$DFEND_RUN_DIR/api.key" -o dfend.worker_databases=postgres,second \
     -o dfend.retry_base_delay=10ms -o dfend.worker_poll_interval=60s bash -c '
     source "$DFEND_ROOT/test/lib.sh"
     export PGDATABASE=postgres
@@ -20,10 +20,10 @@ pg_virtualenv -t -v 15 -o shared_preload_libraries=dfend -o "dfend.api_url=$DFEN
     sql "CREATE EXTENSION dfend" >/dev/null
     sql "CREATE TABLE users (id bigint PRIMARY KEY, email text, dfend_id text)" >/dev/null
     sql "SELECT dfend_attach(\$\$users\$\$, \$\$id\$\$, \$\$dfend_id\$\$, email_column => \$\$email\$\$)" >/dev/null
-    worker_pid() { sql "SELECT pid FROM pg_stat_activity WHERE backend_type = \$\$dfend worker\$\$"; }
+    worker_pid() { sql "SELECT pid FROM pg_stat_activity WHERE backend_type = \$\$dfend worker\$\$ AND datname = current_database()"; }
     worker_up() { [ -n "$(worker_pid)" ]; }
     if wait_until 30 worker_up; then pass "the worker runs, visible in pg_stat_activity as dfend worker"; else fail "the worker runs"; fi
-    expect "its application_name" "$(sql "SELECT application_name FROM pg_stat_activity WHERE backend_type = \$\$dfend worker\$\$")" "dfend worker"
+    expect "its application_name" "$(sql "SELECT application_name FROM pg_stat_activity WHERE backend_type = \$\$dfend worker\$\$ AND datname = current_database()")" "dfend worker"
     pending() { sql "SELECT pending FROM dfend_queue_status"; }
     drained() { [ "$(pending)" = 0 ]; }
     missing() { sql "SELECT count(*) FROM users WHERE dfend_id IS NULL"; }
@@ -106,6 +106,15 @@ pg_virtualenv -t -v 15 -o shared_preload_libraries=dfend -o "dfend.api_url=$DFEN
     sql "SELECT pg_terminate_backend($pid)" >/dev/null
     restarted() { local p; p=$(worker_pid); [ -n "$p" ] && [ "$p" != "$pid" ]; }
     if wait_until 30 restarted; then pass "the postmaster restarts a terminated worker"; else fail "worker restart"; fi
+
+    # A second database gets its own worker (it started failing until the
+    # database existed, and the postmaster restarted it).
+    createdb second
+    psql -Xq -d second -c "CREATE EXTENSION dfend" -c "CREATE TABLE users (id int PRIMARY KEY, dfend_id text)" \
+        -c "SELECT dfend_attach(\$\$users\$\$, \$\$id\$\$, \$\$dfend_id\$\$)" -c "INSERT INTO users VALUES (1)" >/dev/null 2>&1
+    stored_second() { [ -n "$(psql -XAtq -d second -c "SELECT dfend_id FROM users WHERE id = 1")" ]; }
+    if wait_until 60 stored_second; then pass "a second database in dfend.worker_databases is served too"; else fail "second database served"; fi
+    expect "two dfend workers run" "$(sql "SELECT count(*) FROM pg_stat_activity WHERE backend_type = \$\$dfend worker\$\$ AND datname IS NOT NULL")" 2
 
     # A fast shutdown is not held up by a hanging API.
     emu config "{\"rate_hang\": 1, \"hang_ms\": 20000}"
