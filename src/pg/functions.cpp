@@ -4,6 +4,7 @@
 #include "backend.hpp"
 #include "border.hpp"
 #include "settings.hpp"
+#include "values.hpp"
 
 #include "postgres.hpp"
 
@@ -14,21 +15,7 @@ namespace {
 // Text argument converted to UTF-8 (what JSON and DFend speak); nullptr for NULL.
 char *utf8_argument(FunctionCallInfo fcinfo, int n)
 {
-    if (PG_ARGISNULL(n))
-        return nullptr;
-    // text_to_cstring first: the conversion returns its input unchanged
-    // when the server already speaks UTF-8, and a varlena is not terminated.
-    char *value = text_to_cstring(PG_GETARG_TEXT_PP(n));
-    return pg_server_to_any(value, strlen(value), PG_UTF8);
-}
-
-// A UTF-8 string from DFend, in the server encoding, palloc'd. C++-style.
-char *server_string(const std::string &utf8)
-{
-    return pg_call([&] {
-        char *converted = pg_any_to_server(utf8.c_str(), (int) utf8.size(), PG_UTF8);
-        return converted == utf8.c_str() ? pstrdup(converted) : converted;
-    });
+    return PG_ARGISNULL(n) ? nullptr : utf8_string(text_to_cstring(PG_GETARG_TEXT_PP(n)));
 }
 
 struct RegisterOutcome {
@@ -52,12 +39,7 @@ Datum dfend_register_identity(PG_FUNCTION_ARGS)
     if (PG_ARGISNULL(0))
         ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
                         errmsg("user_id must not be null")));
-    TupleDesc result_type;
-    if (get_call_result_type(fcinfo, nullptr, &result_type) != TYPEFUNC_COMPOSITE)
-        ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-                        errmsg("function returning record called in context that cannot "
-                               "accept type record")));
-    result_type = BlessTupleDesc(result_type);
+    TupleDesc result_type = composite_result_type(fcinfo);
 
     char *user_id = utf8_argument(fcinfo, 0);
     char *email = utf8_argument(fcinfo, 1);
@@ -66,8 +48,7 @@ Datum dfend_register_identity(PG_FUNCTION_ARGS)
     char *metadata = nullptr;
     if (!PG_ARGISNULL(4)) {
         Jsonb *value = PG_GETARG_JSONB_P(4);
-        char *json = JsonbToCString(nullptr, &value->root, VARSIZE(value));
-        metadata = pg_server_to_any(json, strlen(json), PG_UTF8);
+        metadata = utf8_string(JsonbToCString(nullptr, &value->root, VARSIZE(value)));
     }
     long deadline_ms = statement_deadline_ms();
 

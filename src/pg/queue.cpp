@@ -1,5 +1,7 @@
 #include "queue.hpp"
 
+#include "values.hpp"
+
 #include "postgres.hpp"
 
 namespace dfend::pg {
@@ -162,12 +164,7 @@ Datum dfend_internal_note_enqueued(PG_FUNCTION_ARGS)
 PG_FUNCTION_INFO_V1(dfend_worker_status);
 Datum dfend_worker_status(PG_FUNCTION_ARGS)
 {
-    TupleDesc result_type;
-    if (get_call_result_type(fcinfo, nullptr, &result_type) != TYPEFUNC_COMPOSITE)
-        ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-                        errmsg("function returning record called in context that cannot "
-                               "accept type record")));
-    result_type = BlessTupleDesc(result_type);
+    TupleDesc result_type = composite_result_type(fcinfo);
     Datum values[6] = {};
     bool nulls[6] = {true, false, true, true, true, true};
     WorkerSlot found = {};

@@ -12,6 +12,7 @@
 #include "outbox.hpp"
 #include "queue.hpp"
 #include "settings.hpp"
+#include "values.hpp"
 
 #include "postgres.hpp"
 
@@ -129,11 +130,6 @@ void enqueue(Oid table, const char *user_id, const char *reason)
     note_enqueued();
 }
 
-char *to_utf8(char *value)
-{
-    return value ? pg_server_to_any(value, strlen(value), PG_UTF8) : nullptr;
-}
-
 } // namespace
 
 } // namespace dfend::pg
@@ -179,10 +175,10 @@ Datum dfend_trigger(PG_FUNCTION_ARGS)
         return PointerGetDatum(row);
     }
 
-    char *email = to_utf8(value_or_null(row, desc, args[3], relation));
-    char *phone = to_utf8(value_or_null(row, desc, args[4], relation));
-    char *metadata = to_utf8(value_or_null(row, desc, args[5], relation));
-    char *user_id_utf8 = to_utf8(user_id);
+    char *email = utf8_string(value_or_null(row, desc, args[3], relation));
+    char *phone = utf8_string(value_or_null(row, desc, args[4], relation));
+    char *metadata = utf8_string(value_or_null(row, desc, args[5], relation));
+    char *user_id_utf8 = utf8_string(user_id);
     long deadline_ms = statement_deadline_ms();
     char *id = nullptr;
     CapturedError error;
@@ -202,12 +198,7 @@ Datum dfend_trigger(PG_FUNCTION_ARGS)
             ClientSettings settings = current_client_settings(backend.key_files);
             RegisterResult result =
                 backend.client.register_identity(request, settings, call_control(deadline_ms));
-            std::string server_id = result.id;
-            id = pg_call([&] {
-                char *converted =
-                    pg_any_to_server(server_id.c_str(), (int) server_id.size(), PG_UTF8);
-                return converted == server_id.c_str() ? pstrdup(converted) : converted;
-            });
+            id = server_string(result.id);
         },
         &error);
     pgstat_report_wait_end();

@@ -305,9 +305,9 @@ check "raw socket cases ($(tail -1 "$TMP/raw.out"))" [ $? -eq 0 ]
 req GET /admin/identities
 check "identities list" jtrue "$BODY" "isinstance(d, list) and {'userId': 'u1', 'id': '$ID1'} in d and d[0]['userId'] == 'k2'"
 req GET /admin/config
-check "config defaults" jtrue "$BODY" 'd == {"latency_ms":0,"jitter_ms":0,"rate_5xx":0,"rate_429":0,"retry_after":1,"rate_drop":0,"drop_after_commit":False,"drop_mode":"empty","rate_hang":0,"hang_ms":30000,"fail_user_ids":[],"error_echo_key":False}'
+check "config defaults" jtrue "$BODY" 'd == {"latency_ms":0,"jitter_ms":0,"rate_5xx":0,"rate_429":0,"retry_after":1,"rate_drop":0,"drop_after_commit":False,"drop_mode":"empty","rate_hang":0,"hang_ms":30000,"fail_user_ids":[],"error_echo_key":False,"fail_next_5xx":0,"fail_next_429":0,"drop_next":0,"hang_next":0}'
 admin_config '{"latency_ms":5}'
-check "config partial update" jtrue "$BODY" 'd["latency_ms"] == 5 and d["retry_after"] == 1 and len(d) == 12'
+check "config partial update" jtrue "$BODY" 'd["latency_ms"] == 5 and d["retry_after"] == 1 and len(d) == 16'
 for b in '{"rate_5xx":2}' '{"latency_ms":-1}' '{"latency_ms":"5"}' '{"bogus":1}' '{"fail_user_ids":[1]}' '{"drop_mode":"x"}' '[1]' 'nope' '{"latency_ms":1.5}'; do
   admin_config "$b"
   check "config 400 for $b" is "$ST" 400
@@ -316,6 +316,14 @@ req GET /admin/config
 check "invalid update not applied" jtrue "$BODY" 'd["latency_ms"] == 5 and d["rate_5xx"] == 0'
 admin_config '{"latency_ms":0}'
 
+admin_config '{"fail_next_5xx":2}'
+check "fail_next_5xx is shown" jtrue "$BODY" 'd["fail_next_5xx"] == 2'
+post '{"userId":"next1"}'; check "fail_next_5xx: first request 503" is "$ST" 503
+post '{"userId":"next1"}'; check "fail_next_5xx: second request 503" is "$ST" 503
+post '{"userId":"next1"}'; check "fail_next_5xx: third request succeeds" is "$ST" 200
+admin_config '{"fail_next_429":1}'
+post '{"userId":"next2"}'; check "fail_next_429: 429" is "$ST" 429
+post '{"userId":"next2"}'; check "fail_next_429: then 200" is "$ST" 200
 req GET /admin/stats
 check "stats shape" jtrue "$BODY" 'all(k in d for k in ("requests","by_status","dropped","hung","posts","gets","created","merged","existing","identities","in_flight","max_in_flight"))'
 check "stats counts" jtrue "$BODY" 'd["by_status"]["401"] == 3 and d["merged"] == 1 and d["existing"] == 2 and d["in_flight"] == 0 and d["requests"] == sum(d["by_status"].values()) + d["dropped"] and d["posts"] + d["gets"] <= d["requests"] and d["identities"] >= 100'
@@ -450,7 +458,7 @@ check "verbose log written" grep -q 'POST /identity -> 200' "$TMP/emu.err"
 start_emu --quiet --latency-ms 3 --jitter-ms 2 --rate-5xx 0.25 --rate-429 0.25 --retry-after 4 --rate-drop 0.1 \
   --rate-hang 0.05 --hang-ms 10 --drop-after-commit --drop-mode partial --fail-user-id a --fail-user-id b --error-echo-key --seed 7
 req GET /admin/config
-check "flags -> config" jtrue "$BODY" 'd == {"latency_ms":3,"jitter_ms":2,"rate_5xx":0.25,"rate_429":0.25,"retry_after":4,"rate_drop":0.1,"drop_after_commit":True,"drop_mode":"partial","rate_hang":0.05,"hang_ms":10,"fail_user_ids":["a","b"],"error_echo_key":True}'
+check "flags -> config" jtrue "$BODY" 'd == {"latency_ms":3,"jitter_ms":2,"rate_5xx":0.25,"rate_429":0.25,"retry_after":4,"rate_drop":0.1,"drop_after_commit":True,"drop_mode":"partial","rate_hang":0.05,"hang_ms":10,"fail_user_ids":["a","b"],"error_echo_key":True,"fail_next_5xx":0,"fail_next_429":0,"drop_next":0,"hang_next":0}'
 check "--quiet prints nothing" [ ! -s "$TMP/emu.out" ]
 for i in $(seq 1 60); do post "{\"userId\":\"mix$i\"}"; done
 req GET /admin/stats

@@ -1,0 +1,30 @@
+#include "border.hpp"
+#include "values.hpp"
+
+namespace dfend::pg {
+
+TupleDesc composite_result_type(FunctionCallInfo fcinfo)
+{
+    TupleDesc result_type;
+    if (get_call_result_type(fcinfo, nullptr, &result_type) != TYPEFUNC_COMPOSITE)
+        ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+                        errmsg("function returning record called in context that cannot "
+                               "accept type record")));
+    return BlessTupleDesc(result_type);
+}
+
+char *utf8_string(char *server_text)
+{
+    return server_text ? pg_server_to_any(server_text, strlen(server_text), PG_UTF8) : nullptr;
+}
+
+char *server_string(const std::string &utf8)
+{
+    return pg_call([&] {
+        char *converted = pg_any_to_server(utf8.c_str(), (int) utf8.size(), PG_UTF8);
+        // The conversion hands back its input when there is nothing to do.
+        return converted == utf8.c_str() ? pstrdup(converted) : converted;
+    });
+}
+
+} // namespace dfend::pg
