@@ -613,7 +613,8 @@ BEGIN
     WHERE p.run_id = r.run_id AND r.state = 'running' AND p.state = 'interrupted';
     DELETE FROM @extschema@.dfend_backfill_run AS r
     WHERE r.run_id <= (SELECT o.run_id FROM @extschema@.dfend_backfill_run AS o
-                       ORDER BY o.run_id DESC OFFSET 99 LIMIT 1);
+                       ORDER BY o.run_id DESC OFFSET 99 LIMIT 1)
+       OR NOT EXISTS (SELECT FROM pg_catalog.pg_class AS c WHERE c.oid = r.table_name);
     SELECT a.backend_start INTO v_backend_start FROM pg_catalog.pg_stat_activity AS a
     WHERE a.pid = pg_catalog.pg_backend_pid();
     EXECUTE pg_catalog.format(
@@ -691,8 +692,8 @@ BEGIN
         IF v_failed > v_shown THEN
             v_detail := v_detail || pg_catalog.format(' Only the first %s invalid rows are listed.', v_shown);
         END IF;
-        RAISE NOTICE 'dry run of %: % rows would be sent, % are invalid', v_table, v_registered, v_failed
-            USING DETAIL = 'Nothing was sent to DFend. ' || v_detail;
+        RAISE NOTICE 'dry run of %: % valid, % invalid', v_table, v_registered, v_failed
+            USING DETAIL = 'Nothing was sent to DFend; the valid rows would be. ' || v_detail;
     ELSE
         IF v_failed > 0 THEN
             v_detail := v_detail || ' Rows that failed for good are in dfend_dead_letters.';
@@ -700,7 +701,7 @@ BEGIN
         IF v_transient > 0 THEN
             v_detail := v_detail || ' Rows left without an id failed for a transient reason; run dfend_backfill again for them.';
         END IF;
-        RAISE NOTICE 'backfill of % finished: % rows registered (% created, % already existing), % failed%',
+        RAISE NOTICE 'backfill of % finished: % registered (% created, % already existing), % failed%',
             v_table, v_registered, v_created, v_existing, v_failed,
             CASE WHEN v_transient > 0 THEN pg_catalog.format(', %s left without an id', v_transient) ELSE '' END
             USING DETAIL = v_detail;

@@ -54,7 +54,11 @@ const char *message_for(ErrorKind kind)
 
 std::string user_agent()
 {
-    return std::string("dfend/") + kVersion + " (PostgreSQL extension) " + curl_version();
+    // Short on purpose: libcurl formats this header for every request, and
+    // curl_version()'s full list of libraries made that cost more than all
+    // of the JSON work of a call.
+    return std::string("dfend/") + kVersion + " (PostgreSQL extension) libcurl/" +
+           curl_version_info(CURLVERSION_NOW)->version;
 }
 
 void ensure_curl_initialized()
