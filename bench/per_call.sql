@@ -1,6 +1,10 @@
 -- One run of N sequential dfend_register_identity calls, each timed; the
 -- timings are kept in memory so the instrumentation costs no SQL per call.
--- Settings read: bench.n, bench.prefix.
+-- Settings read: bench.n, bench.prefix. With PIN_CPU set in the
+-- environment, this backend is pinned to that CPU first.
+SELECT pg_backend_pid() AS backend_pid \gset
+\setenv BACKEND_PID :backend_pid
+\! [ -z "$PIN_CPU" ] || taskset -pc "$PIN_CPU" "$BACKEND_PID" >/dev/null
 DO $$
 DECLARE
     n int := current_setting('bench.n')::int;

@@ -46,6 +46,7 @@ write_key_file() {
 }
 
 EMULATOR_PIDS=()
+EMULATOR_LAUNCHER=()
 stop_emulators() {
     local pid
     for pid in "${EMULATOR_PIDS[@]:-}"; do
@@ -62,7 +63,8 @@ start_emulator() {
     local name=$1; shift
     local port_file="$DFEND_RUN_DIR/$name.port"
     rm -f "$port_file"
-    "$DFEND_ROOT/test/emulator/dfend-emulator" --port 0 --port-file "$port_file" --quiet "$@" \
+    # EMULATOR_LAUNCHER: an optional command prefix, e.g. (taskset -c 0).
+    "${EMULATOR_LAUNCHER[@]}" "$DFEND_ROOT/test/emulator/dfend-emulator" --port 0 --port-file "$port_file" --quiet "$@" \
         >"$DFEND_RUN_DIR/$name.log" 2>&1 &
     EMULATOR_PIDS+=($!)
     local i
