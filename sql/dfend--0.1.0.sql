@@ -150,6 +150,12 @@ BEGIN
     IF relation_kind NOT IN ('r', 'p') THEN
         RAISE EXCEPTION '"%" is not a table', table_name USING ERRCODE = 'wrong_object_type';
     END IF;
+    -- A partitioned table is attached as a whole: rows are queued under it.
+    IF (SELECT c.relispartition FROM pg_class c WHERE c.oid = table_name) THEN
+        RAISE EXCEPTION '"%" is a partition', table_name
+            USING ERRCODE = 'wrong_object_type',
+                  HINT = 'Attach the partitioned table it belongs to.';
+    END IF;
     IF EXISTS (SELECT FROM @extschema@.dfend_attachment a WHERE a.table_name = dfend_attach.table_name) THEN
         RAISE EXCEPTION 'table % is already attached to DFend', table_name
             USING ERRCODE = 'duplicate_object',
@@ -229,9 +235,9 @@ BEGIN
                            coalesce(metadata_column, ''), merge, on_error);
     EXECUTE format('CREATE TRIGGER dfend_insert %s INSERT ON %s FOR EACH ROW EXECUTE FUNCTION @extschema@.dfend_trigger(%s)',
                    CASE mode WHEN 'sync' THEN 'BEFORE' ELSE 'AFTER' END, table_name, trigger_args);
-    -- A changed email, phone or metadata re-registers the user with merge; an
-    -- update of the id column alone never calls DFend.
-    contact_columns := array_remove(ARRAY[email_column, phone_column, metadata_column], NULL);
+    -- A changed user id, email, phone or metadata re-registers the user (with
+    -- merge); an update of the id column alone never calls DFend.
+    contact_columns := array_remove(ARRAY[user_id_column, email_column, phone_column, metadata_column], NULL);
     IF cardinality(contact_columns) > 0 THEN
         SELECT string_agg(quote_ident(c), ', '),
                string_agg(format('OLD.%1$I IS DISTINCT FROM NEW.%1$I', c), ' OR ')
@@ -329,12 +335,13 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    -- objsubid 0: the table itself, not one of its columns.
     DELETE FROM @extschema@.dfend_attachment a
     USING pg_event_trigger_dropped_objects() d
-    WHERE d.classid = 'pg_class'::regclass AND d.objid = a.table_name::oid;
+    WHERE d.classid = 'pg_class'::regclass AND d.objsubid = 0 AND d.objid = a.table_name::oid;
     DELETE FROM @extschema@.dfend_outbox o
     USING pg_event_trigger_dropped_objects() d
-    WHERE d.classid = 'pg_class'::regclass AND d.objid = o.table_name::oid;
+    WHERE d.classid = 'pg_class'::regclass AND d.objsubid = 0 AND d.objid = o.table_name::oid;
 END $$;
 REVOKE EXECUTE ON FUNCTION dfend_internal_on_drop() FROM PUBLIC;
 CREATE EVENT TRIGGER dfend_on_drop ON sql_drop EXECUTE FUNCTION dfend_internal_on_drop();

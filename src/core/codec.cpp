@@ -186,7 +186,7 @@ std::string decode_identity_response(std::string_view body)
     return std::string(body);
 }
 
-std::string extract_error_message(std::string_view body)
+std::string extract_error_message(std::string_view body, std::string_view secret)
 {
     constexpr std::size_t kLimit = 300;
     std::string why;
@@ -210,6 +210,7 @@ std::string extract_error_message(std::string_view body)
             }
         }
     }
+    redact_secret(message, secret);
     // Keep only printable text so a hostile body cannot forge log lines.
     std::string clean;
     for (unsigned char c : message) {

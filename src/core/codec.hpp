@@ -42,6 +42,8 @@ RegisterResult decode_register_response(std::string_view body);
 std::string decode_identity_response(std::string_view body);
 // Best effort: DFend's own words from an error body ("error" or "message"),
 // cut to a readable length; empty when there are none.
-std::string extract_error_message(std::string_view body);
+// Any occurrence of `secret` in the decoded text is redacted before the cut,
+// so neither an escaped (\u0073k_...) nor a cut key survives.
+std::string extract_error_message(std::string_view body, std::string_view secret = {});
 
 } // namespace dfend

@@ -126,7 +126,7 @@ void RequestEngine::finish(Slot &slot, CURLcode code, Clock::time_point now,
     std::optional<RegisterResult> result;
     try {
         HttpResponse response = slot.transfer->finish(slot.easy, code);
-        failure = classify_response(response, false);
+        failure = classify_response(response, false, client_.api_key);
         if (!failure)
             result = decode_register_response(response.body);
     } catch (Error &error) {
@@ -178,13 +178,40 @@ void RequestEngine::finish(Slot &slot, CURLcode code, Clock::time_point now,
                                " attempts.");
     JobOutcome outcome;
     outcome.tag = pending.tag;
-    outcome.permanent = !is_transient(failure->kind());
+    // Only the row's own data can make a request hopeless; a rejected key, a
+    // TLS failure or a broken reply are the same for every row and may be
+    // fixed later, so they never dead-letter anything.
+    outcome.permanent = failure->kind() == ErrorKind::InvalidArgument;
     outcome.error = std::move(failure);
     outcome.attempts = pending.attempts;
     done.push_back(std::move(outcome));
 }
 
+void RequestEngine::abandon() noexcept
+{
+    for (auto &slot : slots_)
+        if (slot->busy) {
+            curl_multi_remove_handle(multi_, slot->easy);
+            slot->busy = false;
+            slot->transfer.reset();
+        }
+    in_flight_ = 0;
+    queue_.clear();
+    early_.clear();
+}
+
 std::vector<JobOutcome> RequestEngine::run(AbortCheck should_abort)
+{
+    try {
+        return run_all(should_abort);
+    } catch (...) {
+        // Whatever went wrong, the next run must not see this run's jobs.
+        abandon();
+        throw;
+    }
+}
+
+std::vector<JobOutcome> RequestEngine::run_all(AbortCheck should_abort)
 {
     std::vector<JobOutcome> done = std::move(early_);
     early_.clear();
@@ -193,17 +220,8 @@ std::vector<JobOutcome> RequestEngine::run(AbortCheck should_abort)
     constexpr int kMaxPollMs = 50;
 
     while (!queue_.empty() || in_flight_ > 0) {
-        if (should_abort && should_abort()) {
-            for (auto &slot : slots_)
-                if (slot->busy) {
-                    curl_multi_remove_handle(multi_, slot->easy);
-                    slot->busy = false;
-                    slot->transfer.reset();
-                }
-            in_flight_ = 0;
-            queue_.clear();
+        if (should_abort && should_abort())
             throw Error(ErrorKind::Cancelled, "request to DFend was cancelled");
-        }
         Clock::time_point now = Clock::now();
         while (in_flight_ < engine_.concurrency && !queue_.empty() &&
                queue_.front().ready_at <= now && paused_until_ <= now && take_token(now)) {

@@ -37,7 +37,7 @@ struct JobOutcome {
     std::uint64_t tag = 0;
     std::optional<RegisterResult> result; // set on success
     std::optional<Error> error;           // set on failure
-    bool permanent = false;  // retrying the same request later will not help
+    bool permanent = false;  // the row's own data is at fault (InvalidArgument)
     int attempts = 0;        // HTTP requests sent for this job
 };
 
@@ -69,6 +69,8 @@ class RequestEngine {
     struct Pending;
     struct Slot;
 
+    std::vector<JobOutcome> run_all(AbortCheck should_abort);
+    void abandon() noexcept; // drops every job and transfer
     void start(Pending pending, Clock::time_point now);
     void finish(Slot &slot, CURLcode code, Clock::time_point now,
                 std::vector<JobOutcome> &done);

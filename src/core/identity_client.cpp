@@ -7,7 +7,8 @@
 
 namespace dfend {
 
-std::optional<Error> classify_response(const HttpResponse &response, bool not_found_ok)
+std::optional<Error> classify_response(const HttpResponse &response, bool not_found_ok,
+                                       std::string_view secret)
 {
     const long status = response.status;
     if (status >= 200 && status < 300)
@@ -15,7 +16,7 @@ std::optional<Error> classify_response(const HttpResponse &response, bool not_fo
     if (status == 404 && not_found_ok)
         return std::nullopt;
 
-    std::string said = extract_error_message(response.body);
+    std::string said = extract_error_message(response.body, secret);
     std::string detail = "DFend answered HTTP " + std::to_string(status) + ".";
     if (!said.empty()) {
         detail += " DFend said: " + said;
@@ -112,7 +113,7 @@ std::optional<HttpResponse> IdentityClient::send(HttpRequest request,
         std::optional<Error> failure;
         try {
             HttpResponse response = http_.perform(request, options, control.should_abort);
-            failure = classify_response(response, not_found_ok);
+            failure = classify_response(response, not_found_ok, settings.api_key);
             if (!failure) {
                 if (response.status == 404)
                     return std::nullopt;

@@ -34,7 +34,9 @@ struct CallControl {
 
 // Turns a reply into nothing (2xx, or 404 when `not_found_ok`) or the Error
 // it stands for. Transient kinds (429, 5xx, 408) carry Retry-After.
-std::optional<Error> classify_response(const HttpResponse &response, bool not_found_ok);
+// `secret` is redacted from DFend's words before they are cut to length.
+std::optional<Error> classify_response(const HttpResponse &response, bool not_found_ok,
+                                       std::string_view secret = {});
 
 std::string identity_url(const std::string &api_url);
 

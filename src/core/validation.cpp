@@ -146,13 +146,18 @@ void validate_identity_id(std::string_view id)
 
 std::optional<std::string> api_key_problem(std::string_view key) noexcept
 {
-    if (key.size() > 4096)
-        return std::string("The key is longer than 4096 bytes.");
-    for (unsigned char c : key)
-        if (c < 0x21 || c > 0x7e)
-            return std::string("The key may contain only printable ASCII characters "
-                               "without spaces.");
-    return std::nullopt;
+    try {
+        if (key.size() > 4096)
+            return std::string("The key is longer than 4096 bytes.");
+        for (unsigned char c : key)
+            if (c < 0x21 || c > 0x7e)
+                return std::string("The key may contain only printable ASCII characters "
+                                   "without spaces.");
+        return std::nullopt;
+    } catch (...) {
+        // noexcept: this runs in GUC check hooks, even in the postmaster.
+        return std::nullopt;
+    }
 }
 
 std::optional<std::string> api_url_problem(std::string_view url) noexcept

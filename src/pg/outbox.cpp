@@ -2,6 +2,19 @@
 // them with many requests in flight, store the ids and remove the entries in
 // the same transaction. Used by the background worker and by
 // dfend_process_queue(). PostgreSQL-style except inside cpp_call.
+//
+// Safety rules, each learnt the hard way:
+// - User tables are read and written as the table's owner, in a
+//   security-restricted operation with a safe search_path: the worker is a
+//   superuser, and a trigger, domain or operator on a user's table must not
+//   run with its rights.
+// - Rows are matched to entries in SQL (the entry's text cast to the key's
+//   type), never by comparing text output, which differs for char(n),
+//   floats and locale-dependent types.
+// - A failure in one table's SQL (a dropped column, a constraint on the id
+//   column) is recorded on that table's entries in a subtransaction, so it
+//   neither loses them nor crashes the worker into resending the batch.
+//   Cancels, shutdowns, deadlocks and serialization failures still abort.
 #include "outbox.hpp"
 
 #include "../core/engine.hpp"
@@ -29,7 +42,6 @@ struct Entry {
 
 // One request for one user of one table (several entries may share it).
 struct JobInput {
-    Oid table;
     char *user_id; // as stored in the outbox: the row's key as text
     char *email;
     char *phone;
@@ -37,38 +49,108 @@ struct JobInput {
     bool merge;
 };
 
+enum class Fate { Stored, RowFault, Transient, Systemic };
+
 struct JobResult {
-    bool ok;
+    Fate fate;
     char *id;
-    bool permanent;
-    char *error; // message and detail
-    double retry_in_ms;
+    char *error;          // message and detail
+    int retry_after_ms;   // from Retry-After, or 0
 };
 
 struct Mapping {
+    Oid owner;
     char *table_sql; // schema-qualified, quoted
     char *user_id_column;
     char *id_column;
     char *email_column;
     char *phone_column;
     char *metadata_column;
-    char *user_id_type; // format_type of the user id column
+    char *user_id_type; // the user id column's type, qualified; nullptr if it is gone
+    char *equals;       // its equality operator, qualified: OPERATOR(schema.=)
     bool merge;
+};
+
+// How one entry ends this round.
+struct Settlement {
+    int64 entry_id;
+    Fate fate;
+    char *error;
+    int retry_after_ms;
 };
 
 char *cached_schema = nullptr;
 Oid cached_namespace = InvalidOid;
 
-char *quoted_or_null(const char *column, const char *cast)
+char *column_or_null(const char *column, const char *cast)
 {
     if (!column)
         return psprintf("NULL::%s", cast);
     return psprintf("t.%s::%s", quote_identifier(column), cast);
 }
 
-char *text_or_null(HeapTuple tuple, TupleDesc desc, int column)
+// Errors that must end the whole transaction rather than be recorded on
+// the entries of one table.
+bool must_propagate(int sqlerrcode)
 {
-    return SPI_getvalue(tuple, desc, column);
+    switch (sqlerrcode) {
+    case ERRCODE_QUERY_CANCELED:
+    case ERRCODE_ADMIN_SHUTDOWN:
+    case ERRCODE_CRASH_SHUTDOWN:
+    case ERRCODE_T_R_DEADLOCK_DETECTED:
+    case ERRCODE_T_R_SERIALIZATION_FAILURE:
+    case ERRCODE_LOCK_NOT_AVAILABLE:
+    case ERRCODE_OUT_OF_MEMORY:
+        return true;
+    default:
+        return false;
+    }
+}
+
+// Runs `step` in a subtransaction as `owner`, in a security-restricted
+// operation with search_path = pg_catalog, pg_temp. Returns nullptr on
+// success, or the error's message when `step` failed with an error that
+// concerns only this table.
+template <typename Step>
+char *run_as_owner(Oid owner, Step &&step)
+{
+    MemoryContext caller_context = CurrentMemoryContext;
+    ResourceOwner caller_owner = CurrentResourceOwner;
+    Oid saved_user;
+    int saved_security;
+    GetUserIdAndSecContext(&saved_user, &saved_security);
+    char *volatile failure = nullptr;
+
+    BeginInternalSubTransaction(nullptr);
+    MemoryContextSwitchTo(caller_context);
+    PG_TRY();
+    {
+        SetUserIdAndSecContext(owner, saved_security | SECURITY_LOCAL_USERID_CHANGE |
+                                          SECURITY_RESTRICTED_OPERATION);
+        int nest_level = NewGUCNestLevel();
+        set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
+                          GUC_ACTION_SAVE, true, 0, false);
+        step();
+        AtEOXact_GUC(true, nest_level);
+        SetUserIdAndSecContext(saved_user, saved_security);
+        ReleaseCurrentSubTransaction();
+        MemoryContextSwitchTo(caller_context);
+        CurrentResourceOwner = caller_owner;
+    }
+    PG_CATCH();
+    {
+        MemoryContextSwitchTo(caller_context);
+        ErrorData *error = CopyErrorData();
+        FlushErrorState();
+        RollbackAndReleaseCurrentSubTransaction(); // restores user and GUCs
+        MemoryContextSwitchTo(caller_context);
+        CurrentResourceOwner = caller_owner;
+        if (must_propagate(error->sqlerrcode))
+            ReThrowError(error);
+        failure = pstrdup(error->message);
+    }
+    PG_END_TRY();
+    return failure;
 }
 
 // Reads the mapping of an attached table; false when it is not attached.
@@ -78,8 +160,10 @@ bool read_mapping(Oid table, Mapping *mapping)
     Oid types[1] = {OIDOID};
     char *query = psprintf(
         "SELECT a.user_id_column, a.id_column, a.email_column, a.phone_column, "
-        "a.metadata_column, a.merge, format_type(c.atttypid, c.atttypmod) "
-        "FROM %s.dfend_attachment a JOIN pg_catalog.pg_attribute c "
+        "a.metadata_column, a.merge, c.atttypid, c.atttypmod, r.relowner "
+        "FROM %s.dfend_attachment a "
+        "JOIN pg_catalog.pg_class r ON r.oid = a.table_name "
+        "LEFT JOIN pg_catalog.pg_attribute c "
         "ON c.attrelid = a.table_name AND c.attname = a.user_id_column AND NOT c.attisdropped "
         "WHERE a.table_name = $1",
         outbox_schema());
@@ -89,14 +173,36 @@ bool read_mapping(Oid table, Mapping *mapping)
         return false;
     HeapTuple row = SPI_tuptable->vals[0];
     TupleDesc desc = SPI_tuptable->tupdesc;
-    mapping->user_id_column = text_or_null(row, desc, 1);
-    mapping->id_column = text_or_null(row, desc, 2);
-    mapping->email_column = text_or_null(row, desc, 3);
-    mapping->phone_column = text_or_null(row, desc, 4);
-    mapping->metadata_column = text_or_null(row, desc, 5);
+    mapping->user_id_column = SPI_getvalue(row, desc, 1);
+    mapping->id_column = SPI_getvalue(row, desc, 2);
+    mapping->email_column = SPI_getvalue(row, desc, 3);
+    mapping->phone_column = SPI_getvalue(row, desc, 4);
+    mapping->metadata_column = SPI_getvalue(row, desc, 5);
     bool isnull = false;
     mapping->merge = DatumGetBool(SPI_getbinval(row, desc, 6, &isnull));
-    mapping->user_id_type = text_or_null(row, desc, 7);
+    Oid type = DatumGetObjectId(SPI_getbinval(row, desc, 7, &isnull));
+    bool column_gone = isnull;
+    int32 typmod = DatumGetInt32(SPI_getbinval(row, desc, 8, &isnull));
+    mapping->owner = DatumGetObjectId(SPI_getbinval(row, desc, 9, &isnull));
+    mapping->user_id_type = nullptr;
+    mapping->equals = nullptr;
+    if (!column_gone) {
+        // Qualified names: the statements run with search_path = pg_catalog.
+        mapping->user_id_type = format_type_extended(
+            type, typmod, FORMAT_TYPE_TYPEMOD_GIVEN | FORMAT_TYPE_FORCE_QUALIFY);
+        TypeCacheEntry *cache = lookup_type_cache(type, TYPECACHE_EQ_OPR);
+        HeapTuple operator_tuple = OidIsValid(cache->eq_opr)
+                                       ? SearchSysCache1(OPEROID, ObjectIdGetDatum(cache->eq_opr))
+                                       : nullptr;
+        if (HeapTupleIsValid(operator_tuple)) {
+            auto form = (Form_pg_operator) GETSTRUCT(operator_tuple);
+            mapping->equals =
+                psprintf("OPERATOR(%s.%s)",
+                         quote_identifier(get_namespace_name(form->oprnamespace)),
+                         NameStr(form->oprname));
+            ReleaseSysCache(operator_tuple);
+        }
+    }
     mapping->table_sql = quote_qualified_identifier(get_namespace_name(get_rel_namespace(table)),
                                                     get_rel_name(table));
     return true;
@@ -134,14 +240,13 @@ void run_requests(JobInput *inputs, int count, JobResult *results, const OutboxS
             requests.submit(std::move(job));
         }
         std::vector<JobOutcome> outcomes = requests.run(&interrupt_pending);
-        // Entry-level backoff, for outages longer than one batch's retries.
-        RetryPolicy later{0, Millis(1000), Millis(300000)};
-        std::mt19937_64 rng(std::random_device{}());
         for (JobOutcome &outcome : outcomes) {
+            if (outcome.tag >= static_cast<std::uint64_t>(count))
+                throw Error(ErrorKind::Internal, "request engine returned an unknown job");
             JobResult &result = results[outcome.tag];
-            result.ok = outcome.result.has_value();
-            if (result.ok) {
+            if (outcome.result) {
                 std::string id = outcome.result->id;
+                result.fate = Fate::Stored;
                 result.id = pg_call([&] { return pstrdup(id.c_str()); });
                 continue;
             }
@@ -150,56 +255,47 @@ void run_requests(JobInput *inputs, int count, JobResult *results, const OutboxS
             if (!error.detail().empty())
                 text += ": " + error.detail();
             result.error = pg_call([&] { return pstrdup(text.c_str()); });
-            result.permanent = outcome.permanent;
-            result.retry_in_ms = static_cast<double>(
-                backoff_delay(later, 0, error.retry_after_seconds(), rng).count());
+            result.fate = outcome.permanent          ? Fate::RowFault
+                          : is_transient(error.kind()) ? Fate::Transient
+                                                       : Fate::Systemic;
+            long retry_after = error.retry_after_seconds();
+            result.retry_after_ms =
+                retry_after > 0 ? static_cast<int>(std::min(retry_after, 86400L) * 1000) : 0;
         }
     });
 }
 
-// Reads the current rows behind a table's entries. Runs in a subtransaction
-// so that a broken mapping (a dropped column, say) dead-letters those
-// entries instead of failing the whole batch.
-bool read_rows(Oid table, const Mapping &mapping, char **user_ids, int count, SPITupleTable **rows,
-               char **error_text)
+// The current rows behind a table's entries, matched in SQL. Returns the
+// rows ordered by key in byte order (as strcmp), each with its key as the
+// outbox holds it in column 1.
+SPITupleTable *read_rows(const Mapping &mapping, char **keys, int count, char **failure)
 {
-    MemoryContext caller_context = CurrentMemoryContext;
-    ResourceOwner caller_owner = CurrentResourceOwner;
-    volatile bool ok = true;
-    BeginInternalSubTransaction(nullptr);
-    MemoryContextSwitchTo(caller_context);
-    PG_TRY();
-    {
-        char *query = psprintf(
-            "SELECT t.%s::text, %s, %s, %s, t.%s::text FROM %s t WHERE t.%s = ANY($1::text[]::%s[])",
-            quote_identifier(mapping.user_id_column),
-            quoted_or_null(mapping.email_column, "text"),
-            quoted_or_null(mapping.phone_column, "text"),
-            quoted_or_null(mapping.metadata_column, "text"),
-            quote_identifier(mapping.id_column), mapping.table_sql,
-            quote_identifier(mapping.user_id_column), mapping.user_id_type);
-        Datum args[1] = {PointerGetDatum(text_array(user_ids, count))};
-        Oid types[1] = {TEXTARRAYOID};
+    SPITupleTable *rows = nullptr;
+    if (!mapping.user_id_type || !mapping.equals) {
+        *failure = psprintf(mapping.user_id_type
+                                ? "the type of column \"%s\" of table %s has no equality operator"
+                                : "column \"%s\" of table %s no longer exists; detach and "
+                                  "attach the table again",
+                            mapping.user_id_column, mapping.table_sql);
+        return nullptr;
+    }
+    char *query = psprintf(
+        "SELECT v.key, %s, %s, %s, t.%s::pg_catalog.text "
+        "FROM pg_catalog.unnest($1::pg_catalog.text[]) AS v(key) "
+        "JOIN %s AS t ON t.%s %s v.key::%s ORDER BY v.key COLLATE pg_catalog.\"C\"",
+        column_or_null(mapping.email_column, "pg_catalog.text"),
+        column_or_null(mapping.phone_column, "pg_catalog.text"),
+        column_or_null(mapping.metadata_column, "pg_catalog.text"),
+        quote_identifier(mapping.id_column), mapping.table_sql,
+        quote_identifier(mapping.user_id_column), mapping.equals, mapping.user_id_type);
+    Datum args[1] = {PointerGetDatum(text_array(keys, count))};
+    Oid types[1] = {TEXTARRAYOID};
+    *failure = run_as_owner(mapping.owner, [&] {
         if (SPI_execute_with_args(query, 1, types, args, nullptr, false, 0) != SPI_OK_SELECT)
             elog(ERROR, "could not read rows of %s", mapping.table_sql);
-        *rows = SPI_tuptable;
-        ReleaseCurrentSubTransaction();
-        MemoryContextSwitchTo(caller_context);
-        CurrentResourceOwner = caller_owner;
-    }
-    PG_CATCH();
-    {
-        MemoryContextSwitchTo(caller_context);
-        ErrorData *error = CopyErrorData();
-        FlushErrorState();
-        RollbackAndReleaseCurrentSubTransaction();
-        MemoryContextSwitchTo(caller_context);
-        CurrentResourceOwner = caller_owner;
-        *error_text = psprintf("could not read the row: %s", error->message);
-        ok = false;
-    }
-    PG_END_TRY();
-    return ok;
+        rows = SPI_tuptable;
+    });
+    return *failure ? nullptr : rows;
 }
 
 void execute_or_fail(const char *query, int nargs, Oid *types, Datum *args, int expected)
@@ -207,6 +303,68 @@ void execute_or_fail(const char *query, int nargs, Oid *types, Datum *args, int 
     int result = SPI_execute_with_args(query, nargs, types, args, nullptr, false, 0);
     if (result != expected)
         elog(ERROR, "dfend outbox statement failed: %s", SPI_result_code_string(result));
+}
+
+Datum int8_array(int64 *values, int count)
+{
+    Datum *datums = (Datum *) palloc(sizeof(Datum) * std::max(count, 1));
+    for (int i = 0; i < count; ++i)
+        datums[i] = Int64GetDatum(values[i]);
+    return PointerGetDatum(
+        construct_array(datums, count, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+}
+
+// Deletes finished entries and records failed ones, all in two statements.
+void settle(const char *schema, int max_attempts, int64 *done, int done_count,
+            Settlement *failed, int failed_count)
+{
+    if (done_count > 0) {
+        Datum args[1] = {int8_array(done, done_count)};
+        Oid types[1] = {INT8ARRAYOID};
+        execute_or_fail(psprintf("DELETE FROM %s.dfend_outbox WHERE entry_id = ANY($1)", schema),
+                        1, types, args, SPI_OK_DELETE);
+    }
+    if (failed_count == 0)
+        return;
+    int64 *ids = (int64 *) palloc(sizeof(int64) * failed_count);
+    Datum *errors = (Datum *) palloc(sizeof(Datum) * failed_count);
+    Datum *fates = (Datum *) palloc(sizeof(Datum) * failed_count);
+    Datum *retry_after = (Datum *) palloc(sizeof(Datum) * failed_count);
+    for (int i = 0; i < failed_count; ++i) {
+        ids[i] = failed[i].entry_id;
+        errors[i] = CStringGetTextDatum(failed[i].error);
+        fates[i] = CStringGetTextDatum(failed[i].fate == Fate::RowFault    ? "row"
+                                       : failed[i].fate == Fate::Transient ? "transient"
+                                                                           : "systemic");
+        retry_after[i] = Int32GetDatum(failed[i].retry_after_ms);
+    }
+    Datum args[4] = {
+        int8_array(ids, failed_count),
+        PointerGetDatum(construct_array(errors, failed_count, TEXTOID, -1, false, TYPALIGN_INT)),
+        PointerGetDatum(construct_array(fates, failed_count, TEXTOID, -1, false, TYPALIGN_INT)),
+        PointerGetDatum(construct_array(retry_after, failed_count, INT4OID, 4, true,
+                                        TYPALIGN_INT))};
+    Oid types[4] = {INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID};
+    // The row's fault: dead at once. Transient: another attempt after a
+    // backoff that doubles from 1 s to 5 min (jittered, never sooner than
+    // Retry-After), dead after max_attempts. Systemic (a rejected key, a TLS
+    // or configuration problem, a broken reply): the same for every row, so
+    // it costs no attempt; try again in 30 s.
+    char *update = psprintf(
+        "UPDATE %s.dfend_outbox o SET last_error = v.error, "
+        "attempts = o.attempts + CASE WHEN v.fate = 'systemic' THEN 0 ELSE 1 END, "
+        "state = CASE WHEN v.fate = 'row' OR (v.fate = 'transient' AND o.attempts + 1 >= %d) "
+        "THEN 'dead' ELSE 'pending' END, "
+        "next_attempt_at = pg_catalog.clock_timestamp() + pg_catalog.make_interval(secs => "
+        "CASE WHEN v.fate = 'systemic' THEN 30 ELSE "
+        "greatest(v.retry_after_ms / 1000.0, least(300, 2 ^ o.attempts) * "
+        "(0.5 + pg_catalog.random() / 2)) END) "
+        "FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]), "
+        "pg_catalog.unnest($2::pg_catalog.text[]), pg_catalog.unnest($3::pg_catalog.text[]), "
+        "pg_catalog.unnest($4::pg_catalog.int4[])) "
+        "AS v(entry_id, error, fate, retry_after_ms) WHERE o.entry_id = v.entry_id",
+        schema, max_attempts);
+    execute_or_fail(update, 4, types, args, SPI_OK_UPDATE);
 }
 
 } // namespace
@@ -254,14 +412,15 @@ OutboxResult process_outbox(int max_rows)
     SPI_connect();
     char *claim = psprintf(
         "SELECT entry_id, table_name::oid, user_id, reason FROM %s.dfend_outbox "
-        "WHERE state = 'pending' AND next_attempt_at <= now() "
+        "WHERE state = 'pending' AND next_attempt_at <= pg_catalog.clock_timestamp() "
         "ORDER BY next_attempt_at, entry_id LIMIT %d FOR UPDATE SKIP LOCKED",
         schema, max_rows);
     if (SPI_execute(claim, false, 0) != SPI_OK_SELECT)
         elog(ERROR, "could not claim dfend outbox entries");
     int entry_count = (int) SPI_processed;
     if (entry_count == 0) {
-        char *next = psprintf("SELECT (extract(epoch FROM min(next_attempt_at) - now()) * 1000)::float8 "
+        char *next = psprintf("SELECT (extract(epoch FROM min(next_attempt_at) - "
+                              "pg_catalog.clock_timestamp()) * 1000)::float8 "
                               "FROM %s.dfend_outbox WHERE state = 'pending'",
                               schema);
         if (SPI_execute(next, true, 1) == SPI_OK_SELECT && SPI_processed == 1) {
@@ -293,43 +452,44 @@ OutboxResult process_outbox(int max_rows)
 
     JobInput *jobs = (JobInput *) palloc0(sizeof(JobInput) * entry_count);
     int job_count = 0;
-    // Entries settled without a request: the row is gone, already has its
-    // id, or its table was detached. And those whose row could not be read.
-    int64 *settled = (int64 *) palloc(sizeof(int64) * entry_count);
-    int settled_count = 0;
-    int64 *broken = (int64 *) palloc(sizeof(int64) * entry_count);
-    char **broken_errors = (char **) palloc(sizeof(char *) * entry_count);
-    int broken_count = 0;
+    // Entries settled without a request (row gone, id already set, table
+    // detached), and entries whose table's SQL failed.
+    int64 *done = (int64 *) palloc(sizeof(int64) * entry_count);
+    int done_count = 0;
+    Settlement *failed = (Settlement *) palloc(sizeof(Settlement) * entry_count);
+    int failed_count = 0;
     Mapping *mappings = (Mapping *) palloc0(sizeof(Mapping) * entry_count);
+    bool *attached = (bool *) palloc0(sizeof(bool) * entry_count);
 
     for (int start = 0; start < entry_count;) {
         int end = start;
         while (end < entry_count && entries[end].table == entries[start].table)
             ++end;
-        Oid table = entries[start].table;
         Mapping &mapping = mappings[start];
-        if (!read_mapping(table, &mapping)) {
+        attached[start] = read_mapping(entries[start].table, &mapping);
+        if (!attached[start]) {
             for (int i = start; i < end; ++i)
-                settled[settled_count++] = entries[i].entry_id;
+                done[done_count++] = entries[i].entry_id;
             start = end;
             continue;
         }
-        // Distinct user ids of this table.
-        char **user_ids = (char **) palloc(sizeof(char *) * (end - start));
-        int user_count = 0;
+        // Distinct keys of this table, in strcmp order (entries are sorted).
+        char **keys = (char **) palloc(sizeof(char *) * (end - start));
+        int key_count = 0;
         for (int i = start; i < end; ++i)
-            if (user_count == 0 || strcmp(user_ids[user_count - 1], entries[i].user_id) != 0)
-                user_ids[user_count++] = entries[i].user_id;
-        SPITupleTable *rows = nullptr;
-        char *error_text = nullptr;
-        if (!read_rows(table, mapping, user_ids, user_count, &rows, &error_text)) {
-            for (int i = start; i < end; ++i) {
-                broken[broken_count] = entries[i].entry_id;
-                broken_errors[broken_count++] = error_text;
-            }
+            if (key_count == 0 || strcmp(keys[key_count - 1], entries[i].user_id) != 0)
+                keys[key_count++] = entries[i].user_id;
+        char *failure = nullptr;
+        SPITupleTable *rows = read_rows(mapping, keys, key_count, &failure);
+        if (!rows) {
+            for (int i = start; i < end; ++i)
+                failed[failed_count++] = Settlement{entries[i].entry_id, Fate::RowFault,
+                                                    psprintf("could not read the row: %s", failure), 0};
             start = end;
             continue;
         }
+        // Merge the sorted rows with the sorted entries.
+        uint64 row = 0;
         for (int i = start; i < end;) {
             int same_end = i;
             bool any_update = false, all_inserts = true;
@@ -339,18 +499,29 @@ OutboxResult process_outbox(int max_rows)
                 ++same_end;
             }
             HeapTuple found = nullptr;
-            for (uint64 r = 0; r < rows->numvals && !found; ++r) {
-                char *key = SPI_getvalue(rows->vals[r], rows->tupdesc, 1);
-                if (key && strcmp(key, entries[i].user_id) == 0)
-                    found = rows->vals[r];
+            while (row < rows->numvals) {
+                char *key = SPI_getvalue(rows->vals[row], rows->tupdesc, 1);
+                int order = strcmp(key, entries[i].user_id);
+                pfree(key);
+                if (order < 0) {
+                    ++row;
+                    continue;
+                }
+                if (order == 0)
+                    found = rows->vals[row];
+                break;
             }
-            bool has_id = found && SPI_getvalue(found, rows->tupdesc, 5) != nullptr;
+            bool has_id = false;
+            if (found) {
+                bool id_is_null = true;
+                (void) SPI_getbinval(found, rows->tupdesc, 5, &id_is_null);
+                has_id = !id_is_null;
+            }
             if (!found || (has_id && all_inserts)) {
                 for (int k = i; k < same_end; ++k)
-                    settled[settled_count++] = entries[k].entry_id;
+                    done[done_count++] = entries[k].entry_id;
             } else {
                 JobInput &job = jobs[job_count];
-                job.table = table;
                 job.user_id = entries[i].user_id;
                 job.email = SPI_getvalue(found, rows->tupdesc, 2);
                 job.phone = SPI_getvalue(found, rows->tupdesc, 3);
@@ -364,12 +535,13 @@ OutboxResult process_outbox(int max_rows)
         }
         start = end;
     }
+    result.settled = done_count;
 
     JobResult *results = (JobResult *) palloc0(sizeof(JobResult) * std::max(job_count, 1));
     if (job_count > 0)
         run_requests(jobs, job_count, results, settings);
 
-    // Store the ids, one UPDATE per table.
+    // Store the ids, one UPDATE per table, as the table's owner.
     for (int start = 0; start < entry_count;) {
         int end = start;
         while (end < entry_count && entries[end].table == entries[start].table)
@@ -381,97 +553,51 @@ OutboxResult process_outbox(int max_rows)
         int last_job = -1;
         for (int i = start; i < end; ++i) {
             int job = entries[i].job;
-            if (job < 0 || !results[job].ok || job == last_job)
+            if (job < 0 || results[job].fate != Fate::Stored || job == last_job)
                 continue;
             keys[stored] = jobs[job].user_id;
             ids[stored++] = results[job].id;
             last_job = job;
         }
+        char *failure = nullptr;
         if (stored > 0) {
             char *update = psprintf(
-                "UPDATE %s t SET %s = v.id FROM unnest($1::text[], $2::text[]) AS v(key, id) "
-                "WHERE t.%s = v.key::%s AND t.%s IS DISTINCT FROM v.id",
+                "UPDATE %s AS t SET %s = v.id "
+                "FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), "
+                "pg_catalog.unnest($2::pg_catalog.text[])) AS v(key, id) "
+                "WHERE t.%s %s v.key::%s AND t.%s::pg_catalog.text IS DISTINCT FROM v.id",
                 mapping.table_sql, quote_identifier(mapping.id_column),
-                quote_identifier(mapping.user_id_column), mapping.user_id_type,
+                quote_identifier(mapping.user_id_column), mapping.equals, mapping.user_id_type,
                 quote_identifier(mapping.id_column));
             Datum args[2] = {PointerGetDatum(text_array(keys, stored)),
                              PointerGetDatum(text_array(ids, stored))};
             Oid types[2] = {TEXTARRAYOID, TEXTARRAYOID};
-            execute_or_fail(update, 2, types, args, SPI_OK_UPDATE);
-            result.registered += stored;
+            failure = run_as_owner(mapping.owner, [&] {
+                execute_or_fail(update, 2, types, args, SPI_OK_UPDATE);
+            });
+            if (!failure)
+                result.registered += stored;
+        }
+        for (int i = start; i < end; ++i) {
+            int job = entries[i].job;
+            if (job < 0)
+                continue;
+            const JobResult &outcome = results[job];
+            if (outcome.fate == Fate::Stored && !failure)
+                done[done_count++] = entries[i].entry_id;
+            else if (outcome.fate == Fate::Stored)
+                failed[failed_count++] = Settlement{
+                    entries[i].entry_id, Fate::Transient,
+                    psprintf("could not store the DFend id: %s", failure), 0};
+            else
+                failed[failed_count++] = Settlement{entries[i].entry_id, outcome.fate,
+                                                    outcome.error, outcome.retry_after_ms};
         }
         start = end;
     }
 
-    // Remove what is done; record what failed.
-    int64 *done = (int64 *) palloc(sizeof(int64) * entry_count);
-    int done_count = 0;
-    int64 *failed = (int64 *) palloc(sizeof(int64) * entry_count);
-    char **failed_errors = (char **) palloc(sizeof(char *) * entry_count);
-    bool *failed_permanent = (bool *) palloc(sizeof(bool) * entry_count);
-    double *failed_delay = (double *) palloc(sizeof(double) * entry_count);
-    int failed_count = 0;
-    for (int i = 0; i < settled_count; ++i)
-        done[done_count++] = settled[i];
-    for (int i = 0; i < entry_count; ++i) {
-        int job = entries[i].job;
-        if (job < 0)
-            continue;
-        if (results[job].ok) {
-            done[done_count++] = entries[i].entry_id;
-        } else {
-            failed[failed_count] = entries[i].entry_id;
-            failed_errors[failed_count] = results[job].error;
-            failed_permanent[failed_count] = results[job].permanent;
-            failed_delay[failed_count++] = results[job].retry_in_ms;
-        }
-    }
-    for (int i = 0; i < broken_count; ++i) {
-        failed[failed_count] = broken[i];
-        failed_errors[failed_count] = broken_errors[i];
-        failed_permanent[failed_count] = true;
-        failed_delay[failed_count++] = 0;
-    }
-    if (done_count > 0) {
-        Datum *ids = (Datum *) palloc(sizeof(Datum) * done_count);
-        for (int i = 0; i < done_count; ++i)
-            ids[i] = Int64GetDatum(done[i]);
-        Datum args[1] = {PointerGetDatum(
-            construct_array(ids, done_count, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE))};
-        Oid types[1] = {INT8ARRAYOID};
-        execute_or_fail(psprintf("DELETE FROM %s.dfend_outbox WHERE entry_id = ANY($1)", schema),
-                        1, types, args, SPI_OK_DELETE);
-    }
-    if (failed_count > 0) {
-        Datum *ids = (Datum *) palloc(sizeof(Datum) * failed_count);
-        Datum *errors = (Datum *) palloc(sizeof(Datum) * failed_count);
-        Datum *permanent = (Datum *) palloc(sizeof(Datum) * failed_count);
-        Datum *delays = (Datum *) palloc(sizeof(Datum) * failed_count);
-        for (int i = 0; i < failed_count; ++i) {
-            ids[i] = Int64GetDatum(failed[i]);
-            errors[i] = CStringGetTextDatum(failed_errors[i]);
-            permanent[i] = BoolGetDatum(failed_permanent[i]);
-            delays[i] = Float8GetDatum(failed_delay[i]);
-        }
-        Datum args[4] = {
-            PointerGetDatum(construct_array(ids, failed_count, INT8OID, 8, FLOAT8PASSBYVAL,
-                                            TYPALIGN_DOUBLE)),
-            PointerGetDatum(construct_array(errors, failed_count, TEXTOID, -1, false, TYPALIGN_INT)),
-            PointerGetDatum(construct_array(permanent, failed_count, BOOLOID, 1, true, TYPALIGN_CHAR)),
-            PointerGetDatum(construct_array(delays, failed_count, FLOAT8OID, 8, FLOAT8PASSBYVAL,
-                                            TYPALIGN_DOUBLE))};
-        Oid types[4] = {INT8ARRAYOID, TEXTARRAYOID, BOOLARRAYOID, FLOAT8ARRAYOID};
-        char *update = psprintf(
-            "UPDATE %s.dfend_outbox o SET attempts = o.attempts + 1, last_error = v.error, "
-            "state = CASE WHEN v.permanent OR o.attempts + 1 >= %d THEN 'dead' ELSE 'pending' END, "
-            "next_attempt_at = now() + v.delay_ms * interval '1 millisecond' "
-            "FROM unnest($1::bigint[], $2::text[], $3::boolean[], $4::float8[]) "
-            "AS v(entry_id, error, permanent, delay_ms) WHERE o.entry_id = v.entry_id",
-            schema, settings.max_attempts);
-        execute_or_fail(update, 4, types, args, SPI_OK_UPDATE);
-    }
+    settle(schema, settings.max_attempts, done, done_count, failed, failed_count);
     result.failed = failed_count;
-    result.settled = settled_count;
     SPI_finish();
     return result;
 }

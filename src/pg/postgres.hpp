@@ -16,7 +16,10 @@ extern "C" {
 #include "utils/rel.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/partition.h"
 #include "catalog/pg_extension.h"
+#include "catalog/pg_operator.h"
+#include "utils/syscache.h"
 #include "commands/extension.h"
 #include "commands/sequence.h"
 #include "executor/executor.h"
@@ -47,5 +50,6 @@ extern "C" {
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
+#include "utils/typcache.h"
 #include "utils/wait_event.h"
 }

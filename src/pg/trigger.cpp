@@ -160,6 +160,11 @@ Datum dfend_trigger(PG_FUNCTION_ARGS)
     TupleDesc desc = RelationGetDescr(relation);
     HeapTuple row = is_update ? data->tg_newtuple : data->tg_trigtuple;
     const char *reason = is_update ? "update" : "insert";
+    // Rows of a partitioned table are queued under the table that was
+    // attached (the root), whose mapping the worker reads.
+    Oid queued_table = RelationGetRelid(relation);
+    if (relation->rd_rel->relispartition)
+        queued_table = llast_oid(get_partition_ancestors(queued_table));
 
     char *user_id = value_or_null(row, desc, args[1], relation);
     int id_number = column_number(desc, args[2], relation);
@@ -171,7 +176,7 @@ Datum dfend_trigger(PG_FUNCTION_ARGS)
         return PointerGetDatum(row);
 
     if (!sync) {
-        enqueue(RelationGetRelid(relation), user_id, reason);
+        enqueue(queued_table, user_id, reason);
         return PointerGetDatum(row);
     }
 
@@ -208,11 +213,10 @@ Datum dfend_trigger(PG_FUNCTION_ARGS)
         if (fail_on_error || error.kind == ErrorKind::Cancelled || error.postgres_error)
             raise_captured(&error);
         ereport(WARNING,
-                (errcode(sqlstate_for(error.kind)),
-                 errmsg("could not register the row with DFend; it is queued for a retry"),
-                 error.detail[0] ? errdetail_internal("%s: %s", error.message, error.detail)
-                                 : errdetail_internal("%s", error.message)));
-        enqueue(RelationGetRelid(relation), user_id, reason);
+                (errmsg("could not register the row with DFend; it is queued for a retry"),
+                 error.detail[0] ? errdetail("The error was: %s. %s", error.message, error.detail)
+                                 : errdetail("The error was: %s.", error.message)));
+        enqueue(queued_table, user_id, reason);
         return PointerGetDatum(row);
     }
     int columns[1] = {id_number};

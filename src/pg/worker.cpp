@@ -48,16 +48,24 @@ bool extension_installed()
 
 void register_workers()
 {
+    // Runs in the postmaster at start-up: a bad list is reported, and the
+    // server starts anyway with the workers it can have.
     std::vector<std::string> names = split_databases(worker_databases());
-    if ((int) names.size() > kMaxWorkerDatabases)
-        ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-                        errmsg("dfend.worker_databases names more than %d databases",
-                               kMaxWorkerDatabases)));
+    if ((int) names.size() > kMaxWorkerDatabases) {
+        ereport(WARNING, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                          errmsg("dfend.worker_databases names more than %d databases",
+                                 kMaxWorkerDatabases),
+                          errdetail("Only the first %d get a worker.", kMaxWorkerDatabases)));
+        names.resize(kMaxWorkerDatabases);
+    }
     for (size_t i = 0; i < names.size(); ++i) {
-        if (names[i].size() >= BGW_EXTRALEN)
-            ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-                            errmsg("database name \"%s\" in dfend.worker_databases is too long",
-                                   names[i].c_str())));
+        if (names[i].size() >= BGW_EXTRALEN) {
+            ereport(WARNING, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                              errmsg("database name \"%s\" in dfend.worker_databases is too long",
+                                     names[i].c_str()),
+                              errdetail("No worker is started for it.")));
+            continue;
+        }
         BackgroundWorker worker = {};
         worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
         worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
@@ -89,6 +97,11 @@ void dfend_worker_main(Datum argument)
     strlcpy(database, MyBgworkerEntry->bgw_extra, sizeof database);
     BackgroundWorkerInitializeConnection(database, nullptr, 0);
     claim_worker_slot(DatumGetInt32(argument));
+    // The worker's transactions must be able to write and must not fail on
+    // serialization, whatever the server's defaults say.
+    SetConfigOption("default_transaction_isolation", "read committed", PGC_SUSET,
+                    PGC_S_OVERRIDE);
+    SetConfigOption("default_transaction_read_only", "off", PGC_SUSET, PGC_S_OVERRIDE);
     pgstat_report_appname("dfend worker");
 
     MemoryContext batch_context = AllocSetContextCreate(TopMemoryContext, "dfend worker batch",

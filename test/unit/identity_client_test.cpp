@@ -729,3 +729,21 @@ TEST_F(ClientTest, KeyStraddlingTheMessageCutIsRedacted)
     EXPECT_EQ(e.detail().find(key.substr(0, 6)), std::string::npos) << e.detail();
     EXPECT_NE(e.detail().find("[redact"), std::string::npos) << e.detail();
 }
+
+TEST_F(ClientTest, JsonEscapedKeyIsRedacted)
+{
+    // The raw-body redaction cannot see "\u0073k_test_..."; the decoded
+    // message is redacted again before it is cut.
+    server_.on_identity([](const httplib::Request &req, httplib::Response &res) {
+        std::string key = req.get_header_value("x-api-key");
+        res.status = 400;
+        res.set_content(R"({"error":")" + std::string(280, 'x') + R"( key \u00)" +
+                            std::to_string(73) + key.substr(1) + R"("})",
+                        "application/json");
+    });
+    start();
+    Error e = register_error(ErrorKind::InvalidArgument);
+    const std::string key = kKey;
+    expect_no_secret(e, key);
+    EXPECT_EQ(e.detail().find(key.substr(0, 6)), std::string::npos) << e.detail();
+}
