@@ -159,6 +159,75 @@ DROP TABLE outsider_table;
 REVOKE ALL ON users FROM dfend_outsider;
 DROP ROLE dfend_outsider;
 
+-- A rejected key is the same for every row: entries stay pending, cost no
+-- attempt, and nothing is dead-lettered.
+SET dfend.api_key = 'sk_wrong';
+INSERT INTO users (id, email) VALUES (9, 'nine@example.com');
+SELECT dfend_process_queue();
+SELECT state, attempts, next_attempt_at > now() + interval '20 seconds' AS later, last_error
+FROM dfend_outbox;
+RESET dfend.api_key;
+UPDATE dfend_outbox SET next_attempt_at = now();
+SELECT dfend_process_queue();
+
+-- Dropping a column keeps the attachment; changing the user id re-registers.
+ALTER TABLE users ADD COLUMN junk int;
+ALTER TABLE users DROP COLUMN junk;
+SELECT count(*) AS still_attached FROM dfend_attachments WHERE table_name = 'users'::regclass;
+UPDATE users SET id = 10 WHERE id = 9;
+SELECT user_id, reason FROM dfend_outbox;
+SELECT dfend_process_queue();
+SELECT dfend_get_identity('10') IS NOT NULL AS registered_under_new_id;
+
+-- The worker (and dfend_process_queue, here run by a superuser) touch a
+-- user's table only as its owner, in a security-restricted operation: a
+-- trigger on the table cannot borrow superuser rights.
+CREATE ROLE dfend_table_owner;
+CREATE TABLE owned (id int PRIMARY KEY, dfend_id text);
+ALTER TABLE owned OWNER TO dfend_table_owner;
+CREATE TABLE who_ran (role name, superuser boolean);
+GRANT INSERT ON who_ran TO dfend_table_owner;
+CREATE FUNCTION note_who() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO public.who_ran SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER note_who BEFORE UPDATE ON owned FOR EACH ROW EXECUTE FUNCTION note_who();
+SELECT dfend_attach('owned', 'id', 'dfend_id');
+INSERT INTO owned VALUES (1);
+SELECT dfend_process_queue();
+SELECT * FROM who_ran;
+SELECT dfend_id IS NOT NULL AS has_id FROM owned;
+
+-- An id column too short for DFend's id: the error is recorded on the
+-- entry, which stays pending; nothing crashes or is lost.
+CREATE TABLE short_ids (id int PRIMARY KEY, dfend_id varchar(5));
+SELECT dfend_attach('short_ids', 'id', 'dfend_id');
+INSERT INTO short_ids VALUES (1);
+SELECT dfend_process_queue();
+SELECT state, attempts, last_error FROM dfend_outbox;
+SELECT dfend_detach('short_ids');
+
+-- char(n) keys are matched by value, not by their text output.
+CREATE TABLE padded (code char(8) PRIMARY KEY, dfend_id text);
+SELECT dfend_attach('padded', 'code', 'dfend_id');
+INSERT INTO padded VALUES ('abc');
+SELECT dfend_process_queue();
+SELECT code, dfend_id IS NOT NULL AS has_id FROM padded;
+
+-- A partitioned table is attached whole; its rows queue under it.
+CREATE TABLE parted (id int PRIMARY KEY, dfend_id text) PARTITION BY RANGE (id);
+CREATE TABLE parted_low PARTITION OF parted FOR VALUES FROM (0) TO (100);
+SELECT try($$SELECT dfend_attach('parted_low', 'id', 'dfend_id')$$);
+SELECT dfend_attach('parted', 'id', 'dfend_id');
+INSERT INTO parted VALUES (5);
+SELECT table_name FROM dfend_outbox;
+SELECT dfend_process_queue();
+SELECT id, dfend_id IS NOT NULL AS has_id FROM parted;
+
+DROP TABLE owned, who_ran, short_ids, padded, parted;
+DROP FUNCTION note_who();
+DROP ROLE dfend_table_owner;
 SELECT dfend_detach('users');
 DROP TABLE users CASCADE;
 \! test/emu stat identities
