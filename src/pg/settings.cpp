@@ -59,10 +59,13 @@ bool check_api_key(char **newval, void **extra, GucSource source)
                               "postgresql.conf.");
             return false;
         }
-        if (auto problem = api_key_problem(value)) {
+        char problem[256] = "";
+        if (auto why = api_key_problem(value)) // gone before any GUC_check_* call
+            strlcpy(problem, why->c_str(), sizeof problem);
+        if (problem[0]) {
             // Our own message: PostgreSQL's default one would quote the value.
             GUC_check_errmsg("invalid value for parameter \"dfend.api_key\"");
-            GUC_check_errdetail("%s", problem->c_str());
+            GUC_check_errdetail("%s", problem);
             return false;
         }
     }
@@ -92,8 +95,11 @@ void assign_api_key(const char *, void *extra)
 
 bool check_api_url(char **newval, void **, GucSource)
 {
-    if (auto problem = api_url_problem(*newval ? *newval : "")) {
-        GUC_check_errdetail("%s", problem->c_str());
+    char problem[256] = "";
+    if (auto why = api_url_problem(*newval ? *newval : "")) // gone before GUC_check_errdetail
+        strlcpy(problem, why->c_str(), sizeof problem);
+    if (problem[0]) {
+        GUC_check_errdetail("%s", problem);
         return false;
     }
     return true;

@@ -8,6 +8,8 @@ namespace dfend::pg {
 
 // Called from _PG_init.
 void define_settings();
+// Called from _PG_init: see statements.cpp.
+void install_statement_hook();
 
 // The settings in force for the next call, with the key resolved
 // (dfend.api_key, else the contents of dfend.api_key_file). C++-style:

@@ -25,7 +25,26 @@ pg_virtualenv -t -v 15 -o shared_preload_libraries=dfend -o "dfend.api_url=$DFEN
     register() { sql "SELECT created FROM dfend_register_identity(\$\$k-2\$\$)" | grep -qx "[tf]"; }
     if wait_until 10 register; then pass "the reloaded key is used"; else fail "the reloaded key is used"; fi
     sql "SELECT dfend_get_identity(\$\$k-2\$\$) IS NOT NULL" >/dev/null
-    sql "SET dfend.api_key = \$\$bad key\$\$" >/dev/null || true
+    # Refused and failing statements that carry a key: their STATEMENT lines
+    # must not reach the log either.
+    sql "SET dfend.api_key = \$\$bad key $FIRST_KEY\$\$" >/dev/null || true
+    sql "CREATE ROLE watcher" >/dev/null
+    sql "GRANT pg_read_all_stats TO watcher" >/dev/null
+    expect_match "ALTER ROLE SET is refused" "$(sql "ALTER ROLE watcher SET dfend.api_key = \$\$$FIRST_KEY\$\$")" "cannot be stored as a role"
+    expect_match "ALTER DATABASE SET is refused" "$(sql "ALTER DATABASE postgres SET dfend.api_key = \$\$$FIRST_KEY\$\$")" "cannot be stored as a role"
+    expect_match "CREATE FUNCTION SET is refused" "$(sql "CREATE FUNCTION f() RETURNS int LANGUAGE sql SET dfend.api_key = \$\$$FIRST_KEY\$\$ AS \$\$SELECT 1\$\$")" "cannot be stored as a role"
+    expect_match "a non-superuser SET is refused" "$(psql -XAtq -c "SET ROLE watcher" -c "SET dfend.api_key = \$\$$FIRST_KEY\$\$" 2>&1)" "permission denied"
+    # A superuser session that SET the key and is now idle: pg_stat_activity
+    # shows its last statement, redacted. (The sleep only keeps that session
+    # open; the check waits on pg_stat_activity.)
+    (echo "SET application_name = key_setter; SET dfend.api_key = \$\$$SECOND_KEY\$\$;"; sleep 10) | psql -Xq >/dev/null &
+    setter=$!
+    idle_after_set() { [ "$(sql "SELECT count(*) FROM pg_stat_activity WHERE application_name = \$\$key_setter\$\$ AND state = \$\$idle\$\$ AND query LIKE \$\$%dfend.api_key%\$\$")" = 1 ]; }
+    if wait_until 10 idle_after_set; then pass "the SET session is idle with its statement shown"; else fail "SET session idle"; fi
+    expect "pg_read_all_stats sees the statement redacted" "$(psql -XAtq -c "SET ROLE watcher" -c "SELECT query FROM pg_stat_activity WHERE application_name = \$\$key_setter\$\$")" "SET dfend.api_key TO <redacted>"
+    expect "pg_stat_activity never shows the key" "$(sql "SELECT count(*) FROM pg_stat_activity WHERE query LIKE \$\$%sk_%\$\$ AND pid <> pg_backend_pid()")" 0
+    kill $setter 2>/dev/null || true
+    sql "ALTER SYSTEM SET dfend.api_key = \$\$$SECOND_KEY\$\$" >/dev/null
     sql "SELECT pg_reload_conf()" >/dev/null
     sql "SELECT 1" >/dev/null
     ' | tee "$DFEND_RUN_DIR/inner.out"
