@@ -1,7 +1,7 @@
 #!/bin/bash
 # The inside of bench/backfill.sh, run in its throwaway cluster. Appends one
 # line per measurement to $OUT/results.txt:
-#   backfill NAME ROWS LATENCY_MS SECONDS VMHWM_KB PEAK_RSSANON_KB BASE_RSSANON_KB
+#   backfill NAME ROWS LATENCY_MS SECONDS VMHWM_KB PEAK_RSSANON_KB BASE_RSSANON_KB PEAK_RSSSHMEM_KB
 #   loop NAME ROWS LATENCY_MS SECONDS
 set -euo pipefail
 source "$DFEND_ROOT/test/lib.sh"
@@ -41,12 +41,14 @@ CALL dfend_backfill('$table', concurrency => $CONCURRENCY, user_id_column => 'id
 EOF
     rm -f "$OUT/$name.pid"
     psql -X -f "$OUT/$name.sql" >"$OUT/$name.out" 2>&1 &
-    local client=$! pid="" peak=0 value
+    local client=$! pid="" peak=0 peak_shared=0 value
     wait_until 30 test -s "$OUT/$name.pid"
     pid=$(cat "$OUT/$name.pid")
     while kill -0 "$client" 2>/dev/null; do
         value=$(kb RssAnon "$pid")
         [ -n "$value" ] && [ "$value" -gt "$peak" ] && peak=$value
+        value=$(kb RssShmem "$pid")
+        [ -n "$value" ] && [ "$value" -gt "$peak_shared" ] && peak_shared=$value
         sleep 0.02
     done
     wait "$client"
@@ -55,7 +57,7 @@ EOF
     ms=$(grep -oP '^Time: \K[0-9.]+' "$OUT/$name.out" | tail -1)
     [ "$(psql -XAtq -c "SELECT count(*) FROM $table WHERE dfend_id IS NULL")" = 0 ] ||
         { echo "backfill $name left rows without an id" >&2; exit 1; }
-    echo "backfill $name $rows $latency $(awk -v ms="$ms" 'BEGIN { print ms / 1000 }') $(cat "$OUT/$name.hwm") $peak $(cat "$OUT/$name.base")" >>"$results"
+    echo "backfill $name $rows $latency $(awk -v ms="$ms" 'BEGIN { print ms / 1000 }') $(cat "$OUT/$name.hwm") $peak $(cat "$OUT/$name.base") $peak_shared" >>"$results"
     psql -XAtq -c "DROP TABLE $table"
 }
 

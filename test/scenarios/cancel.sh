@@ -13,13 +13,13 @@ pg_virtualenv -t -v 15 -o shared_preload_libraries=dfend -o "dfend.api_url=$DFEN
     -o "dfend.api_key_file=$DFEND_RUN_DIR/api.key" bash -c '
     source "$DFEND_ROOT/test/lib.sh"
     sql "CREATE EXTENSION dfend" >/dev/null
-    waiting() { [ "$(sql "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = \$\$Extension\$\$")" = 1 ]; }
+    waiting() { [ "$(sql "SELECT count(*) FROM pg_stat_activity WHERE backend_type = \$\$client backend\$\$ AND wait_event_type = \$\$Extension\$\$")" = 1 ]; }
     for how in cancel terminate; do
         psql -XAtq -c "SELECT dfend_register_identity(\$\$x-$how\$\$)" >"$OUT/$how.out" 2>&1 &
         client=$!
         if wait_until 10 waiting; then pass "$how: the request is in flight (wait event Extension)"; else fail "$how: request in flight"; fi
         start=$(date +%s%N)
-        sql "SELECT pg_${how}_backend(pid) FROM pg_stat_activity WHERE wait_event_type = \$\$Extension\$\$" >/dev/null
+        sql "SELECT pg_${how}_backend(pid) FROM pg_stat_activity WHERE backend_type = \$\$client backend\$\$ AND wait_event_type = \$\$Extension\$\$" >/dev/null
         wait $client || true
         ms=$(( ($(date +%s%N) - start) / 1000000 ))
         echo "# $how took $ms ms"
