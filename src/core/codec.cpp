@@ -110,6 +110,21 @@ std::string dump_request(const json &body)
 
 } // namespace
 
+RegisterRequest make_register_request(const char *user_id, const char *email,
+                                      const char *phone, const char *metadata_json, bool merge)
+{
+    RegisterRequest request;
+    request.user_id = user_id ? user_id : "";
+    if (email)
+        request.email = email;
+    if (phone)
+        request.phone = phone;
+    if (metadata_json)
+        request.metadata_json = metadata_json;
+    request.merge = merge;
+    return request;
+}
+
 std::string encode_register(const RegisterRequest &request)
 {
     validate_user_id(request.user_id);

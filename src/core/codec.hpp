@@ -28,6 +28,12 @@ struct RegisterResult {
     bool merged = false;
 };
 
+// A request from the nullable UTF-8 strings the SQL layer holds; nullptr
+// means the field is absent.
+RegisterRequest make_register_request(const char *user_id, const char *email,
+                                      const char *phone, const char *metadata_json,
+                                      bool merge);
+
 enum class LookupKey { UserId, Id };
 
 // Validates every field (Error(InvalidArgument)) and encodes the POST body,

@@ -190,16 +190,8 @@ void handle_rows(const BatchRow *rows, int count, RowResult *results,
                  const BatchSettings &settings)
 {
     auto request_for = [&](const BatchRow &row) {
-        RegisterRequest request;
-        request.user_id = row.user_id_utf8;
-        if (row.email_utf8)
-            request.email = row.email_utf8;
-        if (row.phone_utf8)
-            request.phone = row.phone_utf8;
-        if (row.metadata_utf8)
-            request.metadata_json = row.metadata_utf8;
-        request.merge = settings.merge;
-        return request;
+        return make_register_request(row.user_id_utf8, row.email_utf8, row.phone_utf8,
+                                     row.metadata_utf8, settings.merge);
     };
 
     if (settings.dry_run) {

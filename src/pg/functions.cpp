@@ -54,15 +54,7 @@ Datum dfend_register_identity(PG_FUNCTION_ARGS)
 
     pgstat_report_wait_start(PG_WAIT_EXTENSION);
     RegisterOutcome *outcome = cpp_call([&] {
-        RegisterRequest request;
-        request.user_id = user_id;
-        if (email)
-            request.email = email;
-        if (phone)
-            request.phone = phone;
-        request.merge = merge;
-        if (metadata)
-            request.metadata_json = metadata;
+        RegisterRequest request = make_register_request(user_id, email, phone, metadata, merge);
         BackendContext &state = backend_context();
         ClientSettings settings = current_client_settings(state.key_files);
         RegisterResult result =

@@ -229,14 +229,9 @@ void run_requests(JobInput *inputs, int count, JobResult *results, const OutboxS
         for (int i = 0; i < count; ++i) {
             Job job;
             job.tag = static_cast<std::uint64_t>(i);
-            job.request.user_id = inputs[i].user_id;
-            if (inputs[i].email)
-                job.request.email = inputs[i].email;
-            if (inputs[i].phone)
-                job.request.phone = inputs[i].phone;
-            if (inputs[i].metadata)
-                job.request.metadata_json = inputs[i].metadata;
-            job.request.merge = inputs[i].merge;
+            job.request = make_register_request(inputs[i].user_id, inputs[i].email,
+                                                inputs[i].phone, inputs[i].metadata,
+                                                inputs[i].merge);
             requests.submit(std::move(job));
         }
         std::vector<JobOutcome> outcomes = requests.run(&interrupt_pending);

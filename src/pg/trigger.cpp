@@ -190,15 +190,8 @@ Datum dfend_trigger(PG_FUNCTION_ARGS)
     pgstat_report_wait_start(PG_WAIT_EXTENSION);
     bool ok = cpp_try(
         [&] {
-            RegisterRequest request;
-            request.user_id = user_id_utf8;
-            if (email)
-                request.email = email;
-            if (phone)
-                request.phone = phone;
-            if (metadata)
-                request.metadata_json = metadata;
-            request.merge = merge || is_update;
+            RegisterRequest request = make_register_request(user_id_utf8, email, phone,
+                                                            metadata, merge || is_update);
             BackendContext &backend = backend_context();
             ClientSettings settings = current_client_settings(backend.key_files);
             RegisterResult result =
