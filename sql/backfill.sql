@@ -141,10 +141,10 @@ CALL dfend_backfill('bf_faults', concurrency => 1, user_id_column => 'id', id_co
 SELECT count(dfend_id) AS stored FROM bf_faults;
 \! test/emu stat posts
 SELECT state, pass, done, registered, transient FROM dfend_backfill_progress ORDER BY run_id DESC LIMIT 1;
--- When every request of a batch fails, DFend is down: the run stops with
--- DFend's error instead of walking the whole table.
+-- When every request of a batch (of at least 10) fails, DFend is down: the
+-- run stops with DFend's error instead of walking the whole table.
 \! test/emu reset
-UPDATE bf_faults SET dfend_id = NULL WHERE id <= 5;
+UPDATE bf_faults SET dfend_id = NULL WHERE id <= 12;
 \! test/emu config '{"rate_5xx": 1}'
 CALL dfend_backfill('bf_faults', user_id_column => 'id', id_column => 'dfend_id');
 \echo :LAST_ERROR_SQLSTATE
@@ -158,6 +158,14 @@ CALL dfend_backfill('bf_faults', user_id_column => 'id', id_column => 'dfend_id'
 \echo :LAST_ERROR_SQLSTATE
 RESET dfend.api_key;
 SELECT count(*) AS dead_letters FROM dfend_outbox WHERE table_name = 'bf_faults'::regclass;
+-- A few rows that keep failing do not stop a run: they are reported.
+CALL dfend_backfill('bf_faults', user_id_column => 'id', id_column => 'dfend_id');
+\! test/emu config '{"rate_5xx": 1}'
+UPDATE bf_faults SET dfend_id = NULL WHERE id > 12 AND id <= 15;
+CALL dfend_backfill('bf_faults', user_id_column => 'id', id_column => 'dfend_id');
+\! test/emu config '{"rate_5xx": 0}'
+CALL dfend_backfill('bf_faults', user_id_column => 'id', id_column => 'dfend_id');
+SELECT count(*) - count(dfend_id) AS still_missing FROM bf_faults;
 SELECT state FROM dfend_backfill_progress ORDER BY run_id DESC LIMIT 1;
 CALL dfend_backfill('bf_faults', user_id_column => 'id', id_column => 'dfend_id');
 

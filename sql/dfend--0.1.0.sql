@@ -148,11 +148,11 @@ BEGIN
     END IF;
     SELECT c.relkind INTO relation_kind FROM pg_class c WHERE c.oid = table_name;
     IF relation_kind NOT IN ('r', 'p') THEN
-        RAISE EXCEPTION '"%" is not a table', table_name USING ERRCODE = 'wrong_object_type';
+        RAISE EXCEPTION '% is not a table', table_name USING ERRCODE = 'wrong_object_type';
     END IF;
     -- A partitioned table is attached as a whole: rows are queued under it.
     IF (SELECT c.relispartition FROM pg_class c WHERE c.oid = table_name) THEN
-        RAISE EXCEPTION '"%" is a partition', table_name
+        RAISE EXCEPTION '% is a partition', table_name
             USING ERRCODE = 'wrong_object_type',
                   HINT = 'Attach the partitioned table it belongs to.';
     END IF;
@@ -505,6 +505,9 @@ DECLARE
     v_done bigint;
     v_detail text;
 BEGIN
+    -- Transaction-local, so it is set again after every COMMIT: every
+    -- name below then means the catalog's, whatever the caller's path.
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     -- Arguments.
     IF v_table IS NULL THEN
         RAISE EXCEPTION 'table_name must not be null' USING ERRCODE = 'null_value_not_allowed';
@@ -523,7 +526,7 @@ BEGIN
     END IF;
     SELECT c.relkind INTO v_relkind FROM pg_catalog.pg_class AS c WHERE c.oid = v_table;
     IF v_relkind IS NULL OR v_relkind NOT IN ('r', 'p') THEN
-        RAISE EXCEPTION '"%" is not a table', v_table USING ERRCODE = 'wrong_object_type';
+        RAISE EXCEPTION '% is not a table', v_table USING ERRCODE = 'wrong_object_type';
     END IF;
 
     -- The column mapping: arguments first, then the table's attachment.
@@ -634,6 +637,7 @@ BEGIN
     VALUES (v_table, pg_catalog.pg_backend_pid(), v_backend_start, v_dry_run, v_total, v_started, v_started)
     RETURNING run_id INTO v_run;
     COMMIT;
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
 
     LOOP
         SELECT * INTO b FROM @extschema@.dfend_backfill_batch(
@@ -661,6 +665,7 @@ BEGIN
             last_key = b.last_key, updated_at = pg_catalog.clock_timestamp()
         WHERE r.run_id = v_run;
         COMMIT;
+        PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
 
         IF b.rows < v_batch_size THEN
             -- The end of the table. Rows that failed for a transient reason
@@ -691,6 +696,7 @@ BEGIN
     SET state = 'finished', finished_at = pg_catalog.clock_timestamp()
     WHERE r.run_id = v_run;
     COMMIT;
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
 
     v_seconds := extract(epoch FROM pg_catalog.clock_timestamp() - v_started);
     v_detail := pg_catalog.format('Took %s s, %s rows/s.', round(v_seconds::numeric, 1),
@@ -720,7 +726,8 @@ COMMENT ON PROCEDURE dfend_backfill(regclass, integer, integer, float8, boolean,
 CREATE FUNCTION dfend_enqueue_backfill(table_name regclass) RETURNS bigint
 AS 'MODULE_PATHNAME', 'dfend_enqueue_backfill'
 -- Volatile and parallel unsafe: it writes the outbox.
-LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION dfend_enqueue_backfill(regclass) IS
 'Queues every row of an attached table that has no DFend id (and no outbox entry) for the outbox worker; returns how many';
 

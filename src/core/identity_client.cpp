@@ -40,7 +40,10 @@ std::optional<Error> classify_response(const HttpResponse &response, bool not_fo
         error.set_retry_after_seconds(response.retry_after_seconds);
         return error;
     }
-    if (status >= 400 && status < 500 && status != 404)
+    // Only these blame the request's data. Other 4xx (405, 407 from a proxy,
+    // 410, 415, 426, ...) mean the setup is wrong and are the same for every
+    // row, so they must never dead-letter a row.
+    if (status == 400 || status == 409 || status == 413 || status == 422)
         return Error(ErrorKind::InvalidArgument, "DFend rejected the request", detail, {},
                      status);
     if (status >= 300 && status < 400)

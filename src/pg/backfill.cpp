@@ -21,6 +21,7 @@
 #include "border.hpp"
 #include "queue.hpp"
 #include "settings.hpp"
+#include "values.hpp"
 
 #include <cmath>
 #include <string>
@@ -64,6 +65,9 @@ struct Target {
     Oid table;
     char *table_sql;
     char *key_sql;
+    char *key_equals;  // the key type's btree operators, qualified
+    char *key_greater;
+    char *key_greater_or_equal;
     char *id_sql;
     char *email_sql;
     char *phone_sql;
@@ -124,6 +128,16 @@ Target resolve_target(FunctionCallInfo fcinfo, Oid table, const char *user_id_co
     get_atttypetypmodcoll(table, key, &target.key_type, &target.key_typmod, &collation);
     column_number(table, id_column);
     target.key_sql = pstrdup(quote_identifier(user_id_column));
+    // Keyset pagination needs the ordering ORDER BY uses: the type's default
+    // btree operators, named with their schema so no search_path changes them.
+    target.key_equals = btree_operator(target.key_type, BTEqualStrategyNumber);
+    target.key_greater = btree_operator(target.key_type, BTGreaterStrategyNumber);
+    target.key_greater_or_equal = btree_operator(target.key_type, BTGreaterEqualStrategyNumber);
+    if (!target.key_equals || !target.key_greater || !target.key_greater_or_equal)
+        ereport(ERROR, (errcode(ERRCODE_UNDEFINED_FUNCTION),
+                        errmsg("column \"%s\" has a type without a btree ordering",
+                               user_id_column),
+                        errdetail("Backfills walk the table in the order of the user id.")));
     target.id_sql = pstrdup(quote_identifier(id_column));
     target.email_sql = column_as_text(table, email_column);
     target.phone_sql = column_as_text(table, phone_column);
@@ -231,8 +245,9 @@ void handle_rows(const BatchRow *rows, int count, RowResult *results,
     std::vector<JobOutcome> outcomes = engine.run(&interrupt_pending);
 
     int stored = 0;
-    int transient = 0;
-    const Error *first_transient = nullptr;
+    int failed = 0;
+    const Error *first_failure = nullptr;
+    const Error *first_systemic = nullptr;
     for (const JobOutcome &outcome : outcomes) {
         RowResult &result = results[outcome.tag];
         result.attempts = outcome.attempts;
@@ -244,26 +259,27 @@ void handle_rows(const BatchRow *rows, int count, RowResult *results,
             continue;
         }
         const Error &error = *outcome.error;
-        if (stops_the_run(error.kind())) {
-            Error stop = error;
-            stop.append_detail("The backfill stopped; the ids stored by earlier batches are "
-                               "kept.");
-            throw stop;
-        }
-        if (error.kind() == ErrorKind::InvalidArgument) {
+        if (outcome.permanent) { // the row's own data
             result.fate = kDead;
             result.error = server_text(error_text(error), settings.server_is_utf8);
-        } else {
-            result.fate = kTransient;
-            ++transient;
-            if (!first_transient)
-                first_transient = &error;
+            continue;
         }
+        // Anything else may succeed later: retried by a later pass, and
+        // reported if it never does. Never a dead letter.
+        result.fate = kTransient;
+        ++failed;
+        if (!first_failure)
+            first_failure = &error;
+        if (!first_systemic && stops_the_run(error.kind()))
+            first_systemic = &error;
     }
-    // Every request of the batch failed for a transient reason: DFend is
-    // down or unreachable. Walking on would only fail the next batches too.
-    if (stored == 0 && first_transient) {
-        Error stop = *first_transient;
+    // Nothing got through. A rejected key, a TLS or configuration problem,
+    // or replies that are not DFend's stop the run at once; so does a batch
+    // of transient failures big enough to say DFend is down (a handful of
+    // stubborn rows in a later pass does not).
+    constexpr int kFailuresThatMeanDown = 10;
+    if (stored == 0 && (first_systemic || failed >= kFailuresThatMeanDown)) {
+        Error stop = first_systemic ? *first_systemic : *first_failure;
         stop.append_detail("Every request of a batch failed, so the backfill stopped; the ids "
                            "stored by earlier batches are kept. Run it again to continue.");
         throw stop;
@@ -332,6 +348,10 @@ Datum dfend_backfill_batch(PG_FUNCTION_ARGS)
     result_type = BlessTupleDesc(result_type);
     MemoryContext caller_context = CurrentMemoryContext;
 
+    // Keys travel between batches as text: make floats print exactly.
+    int guc_level = NewGUCNestLevel();
+    set_config_option("extra_float_digits", "3", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+                      true, 0, false);
     SPI_connect();
     Target target = resolve_target(fcinfo, table, user_id_column, id_column, email_column,
                                    phone_column, metadata_column);
@@ -352,7 +372,8 @@ Datum dfend_backfill_batch(PG_FUNCTION_ARGS)
         select_types[nargs] = target.key_type;
         select_values[nargs++] =
             OidInputFunctionCall(input_function, after_key, io_param, target.key_typmod);
-        after_condition = psprintf(" AND t.%s %s $3", target.key_sql, inclusive ? ">=" : ">");
+        after_condition = psprintf(" AND t.%s %s $3", target.key_sql,
+                                   inclusive ? target.key_greater_or_equal : target.key_greater);
     }
     char *select = psprintf(
         "SELECT t.%s, t.%s::pg_catalog.text, %s, %s, %s FROM %s AS t "
@@ -446,14 +467,21 @@ Datum dfend_backfill_batch(PG_FUNCTION_ARGS)
             "UPDATE %s AS t SET %s = v.id "
             "FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2::pg_catalog.text[])) "
             "AS v(k, id) "
-            "WHERE t.%s = v.k AND t.%s IS NULL",
-            target.table_sql, target.id_sql, target.key_sql, target.id_sql);
+            "WHERE t.%s %s v.k AND t.%s IS NULL",
+            target.table_sql, target.id_sql, target.key_sql, target.key_equals, target.id_sql);
         Oid types[2] = {key_array_type, TEXTARRAYOID};
         Datum values[2] = {
             PointerGetDatum(construct_array(stored_keys, stored_count, target.key_type, typlen,
                                             typbyval, typalign)),
             PointerGetDatum(text_array(stored_ids, stored_count))};
         execute(update, 2, types, values, nullptr, SPI_OK_UPDATE);
+        if ((int) SPI_processed < stored_count)
+            ereport(WARNING,
+                    (errmsg("%d of %d DFend ids were not stored",
+                            stored_count - (int) SPI_processed, stored_count),
+                     errdetail("A concurrent writer may have stored an id first, or a trigger "
+                               "or row-level security policy on the table skipped the update."),
+                     errhint("Rows still without an id are sent again by the next run.")));
     }
     if (!settings.dry_run && dead_count > 0) {
         char *insert = psprintf(
@@ -494,6 +522,7 @@ Datum dfend_backfill_batch(PG_FUNCTION_ARGS)
     HeapTuple result = heap_form_tuple(result_type, values, nulls);
     MemoryContextSwitchTo(spi_context);
     SPI_finish();
+    AtEOXact_GUC(true, guc_level);
     PG_RETURN_DATUM(HeapTupleGetDatum(result));
 }
 

@@ -21,6 +21,7 @@
 #include "backend.hpp"
 #include "border.hpp"
 #include "settings.hpp"
+#include "values.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -190,18 +191,7 @@ bool read_mapping(Oid table, Mapping *mapping)
         // Qualified names: the statements run with search_path = pg_catalog.
         mapping->user_id_type = format_type_extended(
             type, typmod, FORMAT_TYPE_TYPEMOD_GIVEN | FORMAT_TYPE_FORCE_QUALIFY);
-        TypeCacheEntry *cache = lookup_type_cache(type, TYPECACHE_EQ_OPR);
-        HeapTuple operator_tuple = OidIsValid(cache->eq_opr)
-                                       ? SearchSysCache1(OPEROID, ObjectIdGetDatum(cache->eq_opr))
-                                       : nullptr;
-        if (HeapTupleIsValid(operator_tuple)) {
-            auto form = (Form_pg_operator) GETSTRUCT(operator_tuple);
-            mapping->equals =
-                psprintf("OPERATOR(%s.%s)",
-                         quote_identifier(get_namespace_name(form->oprnamespace)),
-                         NameStr(form->oprname));
-            ReleaseSysCache(operator_tuple);
-        }
+        mapping->equals = btree_operator(type, BTEqualStrategyNumber);
     }
     mapping->table_sql = quote_qualified_identifier(get_namespace_name(get_rel_namespace(table)),
                                                     get_rel_name(table));

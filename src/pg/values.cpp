@@ -18,6 +18,26 @@ char *utf8_string(char *server_text)
     return server_text ? pg_server_to_any(server_text, strlen(server_text), PG_UTF8) : nullptr;
 }
 
+char *btree_operator(Oid type, int16 strategy)
+{
+    TypeCacheEntry *cache = lookup_type_cache(type, TYPECACHE_BTREE_OPFAMILY);
+    if (!OidIsValid(cache->btree_opf))
+        return nullptr;
+    Oid operator_oid =
+        get_opfamily_member(cache->btree_opf, cache->btree_opintype, cache->btree_opintype, strategy);
+    HeapTuple tuple = OidIsValid(operator_oid)
+                          ? SearchSysCache1(OPEROID, ObjectIdGetDatum(operator_oid))
+                          : nullptr;
+    if (!HeapTupleIsValid(tuple))
+        return nullptr;
+    auto form = (Form_pg_operator) GETSTRUCT(tuple);
+    char *result = psprintf("OPERATOR(%s.%s)",
+                            quote_identifier(get_namespace_name(form->oprnamespace)),
+                            NameStr(form->oprname));
+    ReleaseSysCache(tuple);
+    return result;
+}
+
 char *server_string(const std::string &utf8)
 {
     return pg_call([&] {

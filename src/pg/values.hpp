@@ -11,6 +11,11 @@ namespace dfend::pg {
 TupleDesc composite_result_type(FunctionCallInfo fcinfo);
 // PostgreSQL-style: server-encoded text as UTF-8 (nullptr stays nullptr).
 char *utf8_string(char *server_text);
+// PostgreSQL-style: "OPERATOR(schema.op)" for the btree operator of
+// `strategy` (BTLessStrategyNumber, ...) in the type's default btree
+// operator family, or nullptr when there is none. Qualified, so SQL built
+// with it means the same under any search_path.
+char *btree_operator(Oid type, int16 strategy);
 // C++-style: a UTF-8 string from DFend in the server encoding, palloc'd.
 char *server_string(const std::string &utf8);
 

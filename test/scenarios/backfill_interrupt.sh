@@ -126,11 +126,11 @@ done
 expect "busy: the backfill was still running during those writes" \
     "$(sql "SELECT state FROM dfend_backfill_progress WHERE table_name = '$table'::regclass ORDER BY run_id DESC LIMIT 1")" "running"
 expect_match "busy: a second backfill of the same table is refused while the first runs" \
-    "$(sql "$(backfill_sql "$table")")" "a backfill of table users_busy is already running"
+    "$(sql "$(backfill_sql "$table")")" "a backfill of table public.users_busy is already running"
 wait $client || true
 expect_match "busy: the backfill finished" "$(cat "$OUT/busy.out")" "finished: $((ROWS + 1)) registered"
 expect_match "busy: a progress NOTICE came after 5 s (done/total, rate, ETA, failures)" \
-    "$(cat "$OUT/busy.out")" "NOTICE:  backfill of users_busy: [0-9]+ of $ROWS rows \([0-9.]+ %\), [0-9]+ rows/s, [0-9:]+ left, 0 failed"
+    "$(cat "$OUT/busy.out")" "NOTICE:  backfill of public.users_busy: [0-9]+ of $ROWS rows \([0-9.]+ %\), [0-9]+ rows/s, [0-9:]+ left, 0 failed"
 # The row inserted above the run's position was picked up by the same run;
 # the one inserted below it (key 0) was not, and the next run stores it.
 expect "busy: the new row with a higher key got its id in the same run" \

@@ -67,9 +67,21 @@ TEST(ClassifyResponse, NotFoundOnlyWhenAllowed)
     EXPECT_NE(e->detail().find("no route"), std::string::npos);
 }
 
+TEST(ClassifyResponse, OtherClientErrorsAreNotTheRowsFault)
+{
+    // A setup problem answers every row the same way: never a dead letter.
+    for (long status : {405L, 407L, 410L, 415L, 426L, 451L}) {
+        auto e = classify_response(reply(status, R"({"error":"nope"})"), false);
+        ASSERT_TRUE(e) << status;
+        EXPECT_EQ(e->kind(), ErrorKind::BadResponse) << status;
+        EXPECT_FALSE(is_transient(e->kind())) << status;
+        EXPECT_NE(e->detail().find("HTTP " + std::to_string(status)), std::string::npos);
+    }
+}
+
 TEST(ClassifyResponse, ClientErrorsBlameTheRequest)
 {
-    for (long status : {400L, 409L, 410L, 413L, 422L, 451L}) {
+    for (long status : {400L, 409L, 413L, 422L}) {
         auto e = classify_response(reply(status, R"({"error":"email is not valid"})"), true);
         ASSERT_TRUE(e) << status;
         EXPECT_EQ(e->kind(), ErrorKind::InvalidArgument) << status;
