@@ -114,55 +114,19 @@ REVOKE EXECUTE ON FUNCTION dfend_worker_status() FROM PUBLIC;
 COMMENT ON FUNCTION dfend_worker_status() IS
 'The outbox worker serving the current database, from shared memory';
 
-CREATE FUNCTION dfend_attach(
-    table_name regclass,
-    user_id_column name,
-    id_column name,
-    email_column name DEFAULT NULL,
-    phone_column name DEFAULT NULL,
-    metadata_column name DEFAULT NULL,
-    merge boolean DEFAULT false,
-    mode text DEFAULT 'async',
-    on_error text DEFAULT 'queue')
+-- The column checks that dfend_attach and dfend_backfill share: every named
+-- column exists and has a type that can be used.
+CREATE FUNCTION dfend_internal_check_columns(
+    table_name regclass, user_id_column name, id_column name,
+    email_column name, phone_column name, metadata_column name)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    relation_kind "char";
     column_name name;
     column_type oid;
-    contact_columns name[];
-    update_list text;
-    update_condition text;
-    trigger_args text;
-    worker text;
 BEGIN
-    IF mode IS NULL OR mode NOT IN ('sync', 'async') THEN
-        RAISE EXCEPTION 'invalid mode "%"', mode
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'Use ''sync'' or ''async''.';
-    END IF;
-    IF on_error IS NULL OR on_error NOT IN ('queue', 'error') THEN
-        RAISE EXCEPTION 'invalid on_error "%"', on_error
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'Use ''queue'' or ''error''.';
-    END IF;
-    SELECT c.relkind INTO relation_kind FROM pg_class c WHERE c.oid = table_name;
-    IF relation_kind NOT IN ('r', 'p') THEN
-        RAISE EXCEPTION '% is not a table', table_name USING ERRCODE = 'wrong_object_type';
-    END IF;
-    -- A partitioned table is attached as a whole: rows are queued under it.
-    IF (SELECT c.relispartition FROM pg_class c WHERE c.oid = table_name) THEN
-        RAISE EXCEPTION '% is a partition', table_name
-            USING ERRCODE = 'wrong_object_type',
-                  HINT = 'Attach the partitioned table it belongs to.';
-    END IF;
-    IF EXISTS (SELECT FROM @extschema@.dfend_attachment a WHERE a.table_name = dfend_attach.table_name) THEN
-        RAISE EXCEPTION 'table % is already attached to DFend', table_name
-            USING ERRCODE = 'duplicate_object',
-                  HINT = 'Call dfend_detach first to change how it is attached.';
-    END IF;
-
-    -- Every named column must exist, with a type that can be used.
     FOREACH column_name IN ARRAY ARRAY[user_id_column, id_column, email_column, phone_column, metadata_column] LOOP
         CONTINUE WHEN column_name IS NULL;
         IF NOT EXISTS (SELECT FROM pg_attribute
@@ -214,6 +178,60 @@ BEGIN
                 USING ERRCODE = 'datatype_mismatch';
         END IF;
     END IF;
+END $$;
+-- Left executable by PUBLIC: it reads only catalogs every role can read, and
+-- the roles granted dfend_backfill need it.
+COMMENT ON FUNCTION dfend_internal_check_columns(regclass, name, name, name, name, name) IS
+'Internal: the column checks shared by dfend_attach and dfend_backfill';
+
+CREATE FUNCTION dfend_attach(
+    table_name regclass,
+    user_id_column name,
+    id_column name,
+    email_column name DEFAULT NULL,
+    phone_column name DEFAULT NULL,
+    metadata_column name DEFAULT NULL,
+    merge boolean DEFAULT false,
+    mode text DEFAULT 'async',
+    on_error text DEFAULT 'queue')
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    relation_kind "char";
+    contact_columns name[];
+    update_list text;
+    update_condition text;
+    trigger_args text;
+    worker text;
+BEGIN
+    IF mode IS NULL OR mode NOT IN ('sync', 'async') THEN
+        RAISE EXCEPTION 'invalid mode "%"', mode
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Use ''sync'' or ''async''.';
+    END IF;
+    IF on_error IS NULL OR on_error NOT IN ('queue', 'error') THEN
+        RAISE EXCEPTION 'invalid on_error "%"', on_error
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Use ''queue'' or ''error''.';
+    END IF;
+    SELECT c.relkind INTO relation_kind FROM pg_class c WHERE c.oid = table_name;
+    IF relation_kind NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION '% is not a table', table_name USING ERRCODE = 'wrong_object_type';
+    END IF;
+    -- A partitioned table is attached as a whole: rows are queued under it.
+    IF (SELECT c.relispartition FROM pg_class c WHERE c.oid = table_name) THEN
+        RAISE EXCEPTION '% is a partition', table_name
+            USING ERRCODE = 'wrong_object_type',
+                  HINT = 'Attach the partitioned table it belongs to.';
+    END IF;
+    IF EXISTS (SELECT FROM @extschema@.dfend_attachment a WHERE a.table_name = dfend_attach.table_name) THEN
+        RAISE EXCEPTION 'table % is already attached to DFend', table_name
+            USING ERRCODE = 'duplicate_object',
+                  HINT = 'Call dfend_detach first to change how it is attached.';
+    END IF;
+
+    PERFORM @extschema@.dfend_internal_check_columns(table_name, user_id_column, id_column,
+                                                      email_column, phone_column, metadata_column);
     IF NOT EXISTS (
         SELECT FROM pg_index i JOIN pg_attribute a
           ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
@@ -478,8 +496,6 @@ DECLARE
     v_metadata name := metadata_column;
     v_attached record;
     v_relkind "char";
-    v_column name;
-    v_type oid;
     v_key_attnum smallint;
     v_backend_start timestamptz;
     v_running record;
@@ -544,54 +560,10 @@ BEGIN
                   HINT = 'Name the columns with user_id_column and id_column (and email_column, phone_column, metadata_column), or attach the table with dfend_attach.';
     END IF;
     v_merge := coalesce(v_merge, false);
-    FOREACH v_column IN ARRAY ARRAY[v_user_id, v_id, v_email, v_phone, v_metadata] LOOP
-        CONTINUE WHEN v_column IS NULL;
-        IF NOT EXISTS (SELECT FROM pg_catalog.pg_attribute AS a
-                       WHERE a.attrelid = v_table AND a.attname = v_column
-                         AND a.attnum > 0 AND NOT a.attisdropped) THEN
-            RAISE EXCEPTION 'column "%" of table % does not exist', v_column, v_table
-                USING ERRCODE = 'undefined_column';
-        END IF;
-    END LOOP;
-    IF v_user_id = v_id THEN
-        RAISE EXCEPTION 'user_id_column and id_column must be different columns'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    -- The same type rules as dfend_attach.
-    SELECT a.atttypid, a.attnum INTO v_type, v_key_attnum FROM pg_catalog.pg_attribute AS a
+    PERFORM @extschema@.dfend_internal_check_columns(v_table, v_user_id, v_id, v_email,
+                                                      v_phone, v_metadata);
+    SELECT a.attnum INTO v_key_attnum FROM pg_catalog.pg_attribute AS a
     WHERE a.attrelid = v_table AND a.attname = v_user_id;
-    IF NOT ((SELECT t.typcategory FROM pg_catalog.pg_type AS t WHERE t.oid = v_type) IN ('S', 'N')
-            OR v_type = 'pg_catalog.uuid'::pg_catalog.regtype) THEN
-        RAISE EXCEPTION 'column "%" cannot serve as a user id', v_user_id
-            USING ERRCODE = 'datatype_mismatch',
-                  DETAIL = pg_catalog.format('Its type is %s; a text, numeric or uuid type is needed.',
-                                             pg_catalog.format_type(v_type, NULL));
-    END IF;
-    SELECT a.atttypid INTO v_type FROM pg_catalog.pg_attribute AS a
-    WHERE a.attrelid = v_table AND a.attname = v_id;
-    IF (SELECT t.typcategory FROM pg_catalog.pg_type AS t WHERE t.oid = v_type) <> 'S' THEN
-        RAISE EXCEPTION 'column "%" must have a text type to hold DFend ids', v_id
-            USING ERRCODE = 'datatype_mismatch',
-                  DETAIL = pg_catalog.format('Its type is %s.', pg_catalog.format_type(v_type, NULL));
-    END IF;
-    FOREACH v_column IN ARRAY ARRAY[v_email, v_phone] LOOP
-        CONTINUE WHEN v_column IS NULL;
-        SELECT a.atttypid INTO v_type FROM pg_catalog.pg_attribute AS a
-        WHERE a.attrelid = v_table AND a.attname = v_column;
-        IF (SELECT t.typcategory FROM pg_catalog.pg_type AS t WHERE t.oid = v_type) <> 'S' THEN
-            RAISE EXCEPTION 'column "%" must have a text type', v_column
-                USING ERRCODE = 'datatype_mismatch',
-                      DETAIL = pg_catalog.format('Its type is %s.', pg_catalog.format_type(v_type, NULL));
-        END IF;
-    END LOOP;
-    IF v_metadata IS NOT NULL THEN
-        SELECT a.atttypid INTO v_type FROM pg_catalog.pg_attribute AS a
-        WHERE a.attrelid = v_table AND a.attname = v_metadata;
-        IF v_type NOT IN ('pg_catalog.json'::pg_catalog.regtype, 'pg_catalog.jsonb'::pg_catalog.regtype) THEN
-            RAISE EXCEPTION 'column "%" must be of type json or jsonb', v_metadata
-                USING ERRCODE = 'datatype_mismatch';
-        END IF;
-    END IF;
     -- Checked now rather than after the first batch has been sent.
     IF NOT v_dry_run AND NOT pg_catalog.has_column_privilege(v_table, v_id::text, 'UPDATE') THEN
         RAISE EXCEPTION 'permission denied for table %', v_table

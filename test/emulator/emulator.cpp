@@ -629,8 +629,15 @@ void handle_get(const httplib::Request &req, httplib::Response &res,
   set_json(res, 200, out);
 }
 
+// Bumped by /admin/reset: a request that started before a reset and is
+// still sleeping (latency, hang) must not touch the new store or counters,
+// or a test's counts would depend on timing.
+std::atomic<uint64_t> g_generation{0};
+
 void handle_identity(const httplib::Request &req, httplib::Response &res) {
   InFlightGuard inflight;
+  const uint64_t generation = g_generation.load();
+  auto stale = [generation] { return generation != g_generation.load(); };
   ReqInfo ri;
   ri.cfg = config_snapshot();
   ri.has_key = req.has_header("x-api-key");
@@ -654,7 +661,9 @@ void handle_identity(const httplib::Request &req, httplib::Response &res) {
     if (cfg.jitter_ms > 0) delay += g_rng.uniform_int(0, cfg.jitter_ms);
     interruptible_sleep_ms(delay);
 
-    if (!ri.has_key || !g_keys.count(ri.key)) {
+    if (stale()) {
+      set_error(res, 503, "emulator was reset");
+    } else if (!ri.has_key || !g_keys.count(ri.key)) {
       client_error(ri, res, 401, "invalid API key");
     } else {
       // Deterministic faults ("the next N requests") first, then one roll
@@ -684,7 +693,9 @@ void handle_identity(const httplib::Request &req, httplib::Response &res) {
           hung = true;
           interruptible_sleep_ms(cfg.hang_ms);
         }
-        if (do_drop && !(is_post && cfg.drop_after_commit)) {
+        if (stale()) {
+          set_error(res, 503, "emulator was reset");
+        } else if (do_drop && !(is_post && cfg.drop_after_commit)) {
           set_error(res, 503, "dropped");  // never sent
         } else if (is_post) {
           handle_post(req, res, ri);
@@ -702,6 +713,7 @@ void handle_identity(const httplib::Request &req, httplib::Response &res) {
   }
 
   std::lock_guard<std::mutex> lk(g_stats.mu);
+  if (stale()) return;  // counted in a generation that no longer exists
   if (dropped) g_stats.dropped++;
   else g_stats.by_status[res.status]++;
   if (hung) g_stats.hung++;
@@ -783,6 +795,7 @@ void register_routes(httplib::Server &svr) {
     }
     {
       std::lock_guard<std::mutex> lk(g_store.mu);
+      g_generation++;
       g_store.by_user.clear();
       g_store.by_id.clear();
       g_store.next_seq = 0;

@@ -105,7 +105,10 @@ check "non-loopback IP refused" [ $? -ne 0 ]
 
 start_emu --seed 42 --key "$KEY" --key sk_second_key --verbose
 check "port file holds a port" jtrue "$PORT" 'isinstance(d, int) and 0 < d < 65536'
-sleep 0.1
+for i in $(seq 1 200); do  # the line may be flushed just after the port file
+  grep -qx "dfend-emulator listening on http://127.0.0.1:$PORT" "$TMP/emu.out" && break
+  sleep 0.01
+done
 check "listening line" grep -qx "dfend-emulator listening on http://127.0.0.1:$PORT" "$TMP/emu.out"
 
 req GET /admin/health
@@ -437,10 +440,34 @@ req POST /admin/reset
 check "reset keeps config" jtrue "$BODY" 'd["config"]["latency_ms"] == 7'
 
 # SIGTERM while a request hangs: the emulator exits promptly.
+# wait_in_flight: polls the admin API until a request is in flight (bounded).
+wait_in_flight() {
+  local i
+  for i in $(seq 1 500); do
+    req GET /admin/stats
+    jtrue "$BODY" 'd["in_flight"] >= 1' && return 0
+    sleep 0.01
+  done
+  return 1
+}
+
+# A request still sleeping when the emulator is reset must not touch the new
+# store or counters (tests' counts would otherwise depend on timing).
+admin_config '{"latency_ms":600}'
+curl -sS -o /dev/null --max-time 10 -H "x-api-key: $KEY" -H 'content-type: application/json' \
+  --data '{"userId":"across-reset"}' "$BASE/identity" 2>/dev/null &
+SLOW_PID=$!
+wait_in_flight
+req POST /admin/reset
+wait "$SLOW_PID" 2>/dev/null
+admin_config '{"latency_ms":0}'
+req GET /admin/stats
+check "a request sleeping across a reset changes nothing" jtrue "$BODY" 'd["identities"] == 0 and d["created"] == 0 and sum(d["by_status"].values()) == 0'
+
 admin_config '{"rate_hang":1,"hang_ms":30000}'
 curl -sS -o /dev/null --max-time 40 -H "x-api-key: $KEY" --data '{"userId":"h"}' "$BASE/identity" 2>/dev/null &
 CURL_PID=$!
-sleep 0.3
+wait_in_flight
 t0=$(date +%s%N)
 kill "$EMU_PID"
 wait "$EMU_PID"
