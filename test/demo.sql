@@ -32,7 +32,30 @@ SELECT dfend_register_identity('4', phone => '555-0100');
 \set ON_ERROR_STOP 1
 
 \echo
-\echo '-- 6. The key is never shown, not even to a superuser: the file route shows nothing,'
+\echo '-- 6. Attach the table: new users get their id through the outbox and the background worker.'
+SELECT dfend_attach('users', 'id', 'dfend_id', email_column => 'email', phone_column => 'phone');
+INSERT INTO users (id, email) VALUES (4, 'alan@example.com'), (5, 'katherine@example.com');
+SELECT * FROM dfend_queue_status \gx
+-- Wait (at most 10 s) for the worker, which the commit above woke up.
+DO $$
+BEGIN
+    FOR i IN 1..100 LOOP
+        EXIT WHEN NOT EXISTS (SELECT FROM users WHERE dfend_id IS NULL);
+        PERFORM pg_sleep(0.1);
+    END LOOP;
+END $$;
+SELECT id, email, dfend_id FROM users WHERE id >= 4 ORDER BY id;
+
+\echo
+\echo '-- 7. Backfill existing users in committed batches, many requests in flight.'
+CREATE TABLE legacy_users (id bigint PRIMARY KEY, email text, dfend_id text);
+INSERT INTO legacy_users SELECT g, 'legacy' || g || '@example.com' FROM generate_series(1, 2000) g;
+CALL dfend_backfill('legacy_users', user_id_column => 'id', id_column => 'dfend_id',
+                    email_column => 'email', batch_size => 500);
+SELECT count(*) AS users, count(dfend_id) AS with_dfend_id FROM legacy_users;
+
+\echo
+\echo '-- 8. The key is never shown, not even to a superuser: the file route shows nothing,'
 \echo '--    and a key set directly shows as a mask.'
 SHOW dfend.api_key;
 SET dfend.api_key = 'sk_demo_secret_key';
