@@ -444,15 +444,13 @@ OutboxResult process_outbox(int max_rows)
     Settlement *failed = (Settlement *) palloc(sizeof(Settlement) * entry_count);
     int failed_count = 0;
     Mapping *mappings = (Mapping *) palloc0(sizeof(Mapping) * entry_count);
-    bool *attached = (bool *) palloc0(sizeof(bool) * entry_count);
 
     for (int start = 0; start < entry_count;) {
         int end = start;
         while (end < entry_count && entries[end].table == entries[start].table)
             ++end;
         Mapping &mapping = mappings[start];
-        attached[start] = read_mapping(entries[start].table, &mapping);
-        if (!attached[start]) {
+        if (!read_mapping(entries[start].table, &mapping)) {
             for (int i = start; i < end; ++i)
                 done[done_count++] = entries[i].entry_id;
             start = end;

@@ -107,7 +107,6 @@ bool check_api_url(char **newval, void **, GucSource)
 
 } // namespace
 
-bool loaded_at_startup() { return preloaded; }
 
 OutboxSettings current_outbox_settings()
 {

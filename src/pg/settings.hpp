@@ -28,8 +28,8 @@ OutboxSettings current_outbox_settings();
 // dfend.worker_databases: comma-separated database names.
 const char *worker_databases();
 
-// True when the library was loaded through shared_preload_libraries.
-bool loaded_at_startup();
+// From _PG_init: whether the library is being loaded through
+// shared_preload_libraries (which the key's secrecy depends on).
 void note_loaded_at_startup(bool value);
 
 } // namespace dfend::pg
