@@ -44,7 +44,7 @@ CORE_TEST_CXXFLAGS = -std=c++17 -O1 -g -Wall -Wextra -Isrc $(HTTPLIB_CFLAGS)
 test/unit/unit_tests: $(wildcard test/unit/*.cpp test/unit/*.hpp) $(CORE_SRCS) $(CORE_HEADERS)
 	$(CXX) $(CORE_TEST_CXXFLAGS) -o $@ $(wildcard test/unit/*.cpp) $(CORE_SRCS) -lcurl $(HTTPLIB_LIBS) $(GTEST_LIBS)
 
-test/fuzz/fuzz_decoder: test/fuzz/fuzz_decoder.cpp $(CORE_SRCS) $(CORE_HEADERS)
+test/fuzz/fuzz_decoder: test/fuzz/fuzz_decoder.cpp test/unit/utf8_check.hpp $(CORE_SRCS) $(CORE_HEADERS)
 	clang++-14 -std=c++17 -g -O1 -Isrc -fsanitize=fuzzer,address,undefined -o $@ test/fuzz/fuzz_decoder.cpp $(CORE_SRCS) -lcurl
 
 .PHONY: emulator unit fuzz

@@ -6,6 +6,7 @@
 //   mkdir -p test/fuzz/corpus-run      # scratch: new inputs land here (make clean removes it)
 //   ./test/fuzz/fuzz_decoder -max_total_time=60 test/fuzz/corpus-run test/fuzz/corpus
 // The first directory receives new inputs, so the seed corpus stays small.
+#include "../unit/utf8_check.hpp"
 #include "core/codec.hpp"
 #include "core/error.hpp"
 
@@ -23,21 +24,6 @@ void check(bool condition)
         std::abort();
 }
 
-bool is_valid_utf8(const std::string &s)
-{
-    std::size_t i = 0;
-    while (i < s.size()) {
-        unsigned char c = static_cast<unsigned char>(s[i]);
-        std::size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-        if (n == 0 || i + n > s.size())
-            return false;
-        for (std::size_t k = 1; k < n; ++k)
-            if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80)
-                return false;
-        i += n;
-    }
-    return true;
-}
 
 } // namespace
 
@@ -51,7 +37,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size
         check(!result.id.empty());
         check(result.id.size() <= 256);
         check(result.id.find('\0') == std::string::npos);
-        check(is_valid_utf8(result.id));
+        check(dfend_test::is_valid_utf8(result.id));
     } catch (const dfend::Error &e) {
         check(e.kind() == dfend::ErrorKind::BadResponse);
     }
@@ -61,7 +47,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size
         // Kept byte for byte, and storable as PostgreSQL text.
         check(kept == body);
         check(kept.find('\0') == std::string::npos);
-        check(is_valid_utf8(kept));
+        check(dfend_test::is_valid_utf8(kept));
     } catch (const dfend::Error &e) {
         check(e.kind() == dfend::ErrorKind::BadResponse);
     }
@@ -70,7 +56,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size
         std::string message = dfend::extract_error_message(body);
         // Bounded, printable, whole characters.
         check(message.size() <= 300 + 3 + 3);
-        check(is_valid_utf8(message));
+        check(dfend_test::is_valid_utf8(message));
         for (char c : message)
             check(static_cast<unsigned char>(c) >= 0x20 && c != 0x7f);
     } catch (const dfend::Error &) {

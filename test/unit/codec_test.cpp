@@ -1,4 +1,5 @@
 // JSON bodies: encoding requests, decoding responses, DFend's error messages.
+#include "utf8_check.hpp"
 #include "core/codec.hpp"
 #include "core/error.hpp"
 
@@ -50,21 +51,6 @@ std::string nested_objects(int levels, const std::string &inner)
     return s;
 }
 
-bool valid_utf8(const std::string &s)
-{
-    std::size_t i = 0;
-    while (i < s.size()) {
-        unsigned char c = s[i];
-        std::size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-        if (n == 0 || i + n > s.size())
-            return false;
-        for (std::size_t k = 1; k < n; ++k)
-            if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80)
-                return false;
-        i += n;
-    }
-    return true;
-}
 
 } // namespace
 
@@ -424,7 +410,7 @@ TEST(ExtractErrorMessage, TruncatedWithoutSplittingACharacter)
             ASSERT_GE(out.size(), 3u);
             EXPECT_EQ(out.substr(out.size() - 3), "...");
             std::string kept = out.substr(0, out.size() - 3);
-            EXPECT_TRUE(valid_utf8(kept)) << "prefix " << prefix << " char " << ch.size();
+            EXPECT_TRUE(dfend_test::is_valid_utf8(kept)) << "prefix " << prefix << " char " << ch.size();
             EXPECT_EQ(original.compare(0, kept.size(), kept), 0);
             EXPECT_GE(kept.size(), 300u);
             EXPECT_LT(kept.size(), 300u + ch.size());
