@@ -19,10 +19,12 @@
 #include "../core/engine.hpp"
 #include "backend.hpp"
 #include "border.hpp"
+#include "owner.hpp"
 #include "queue.hpp"
 #include "settings.hpp"
 #include "values.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -48,6 +50,9 @@ struct BatchRow {
     char *phone_utf8;
     char *metadata_utf8;
     bool duplicate;     // same user id as the row before: its request covers both
+    bool skipped;       // a user id longer than kMaxFieldBytes: left alone
+    char *too_large;    // why a field is too large to read: a dead letter, no request
+    bool dead_letter;   // already a dead letter: left alone until dfend_retry_dead
 };
 
 enum RowFate { kNoRequest = 0, kStored, kDead, kTransient };
@@ -69,9 +74,10 @@ struct Target {
     char *key_greater;
     char *key_greater_or_equal;
     char *id_sql;
-    char *email_sql;
+    char *email_sql; // the column, or NULL
     char *phone_sql;
     char *metadata_sql;
+    Oid owner;
     Oid key_type;
     int32 key_typmod;
     char *schema_sql; // the extension's schema, where dfend_outbox lives
@@ -93,12 +99,10 @@ AttrNumber column_number(Oid table, const char *column)
     return number;
 }
 
-char *column_as_text(Oid table, const char *column)
+// A column as it is stored (read with bounded_text), or a NULL.
+char *column_or_null(const char *column)
 {
-    if (!column)
-        return pstrdup("NULL::pg_catalog.text");
-    column_number(table, column);
-    return psprintf("t.%s::pg_catalog.text", quote_identifier(column));
+    return column ? psprintf("t.%s", quote_identifier(column)) : pstrdup("NULL");
 }
 
 // The schema of the calling function: the extension's schema.
@@ -123,6 +127,12 @@ Target resolve_target(FunctionCallInfo fcinfo, Oid table, const char *user_id_co
                         errmsg("relation with OID %u does not exist", table)));
     target.table_sql =
         quote_qualified_identifier(get_namespace_name(get_rel_namespace(table)), relname);
+    // Checked again for every batch: the owner may change the table meanwhile.
+    int sqlstate = 0;
+    if (char *problem = check_mapping(table, user_id_column, id_column, email_column,
+                                      phone_column, metadata_column, &sqlstate))
+        ereport(ERROR, (errcode(sqlstate), errmsg_internal("%s", problem)));
+    target.owner = relation_owner(table);
     AttrNumber key = column_number(table, user_id_column);
     Oid collation;
     get_atttypetypmodcoll(table, key, &target.key_type, &target.key_typmod, &collation);
@@ -139,11 +149,20 @@ Target resolve_target(FunctionCallInfo fcinfo, Oid table, const char *user_id_co
                                user_id_column),
                         errdetail("Backfills walk the table in the order of the user id.")));
     target.id_sql = pstrdup(quote_identifier(id_column));
-    target.email_sql = column_as_text(table, email_column);
-    target.phone_sql = column_as_text(table, phone_column);
-    target.metadata_sql = column_as_text(table, metadata_column);
+    target.email_sql = column_or_null(email_column);
+    target.phone_sql = column_or_null(phone_column);
+    target.metadata_sql = column_or_null(metadata_column);
     target.schema_sql = own_schema(fcinfo);
     return target;
+}
+
+// The length of char(n) text without its padding, as char(n)::text has it.
+int bpchar_length(const char *text)
+{
+    int length = (int) strlen(text);
+    while (length > 0 && text[length - 1] == ' ')
+        --length;
+    return length;
 }
 
 // Text in the server encoding converted to UTF-8 (what DFend speaks).
@@ -190,6 +209,11 @@ bool stops_the_run(ErrorKind kind)
     return kind != ErrorKind::InvalidArgument && !is_transient(kind);
 }
 
+bool needs_request(const BatchRow &row)
+{
+    return !row.duplicate && !row.skipped && !row.too_large && !row.dead_letter;
+}
+
 struct BatchSettings {
     bool merge;
     bool dry_run;
@@ -210,7 +234,7 @@ void handle_rows(const BatchRow *rows, int count, RowResult *results,
 
     if (settings.dry_run) {
         for (int i = 0; i < count; ++i) {
-            if (rows[i].duplicate)
+            if (!needs_request(rows[i]))
                 continue;
             try {
                 encode_register(request_for(rows[i]));
@@ -232,7 +256,7 @@ void handle_rows(const BatchRow *rows, int count, RowResult *results,
     RequestEngine &engine = backend.engine_for(client, engine_settings);
     int submitted = 0;
     for (int i = 0; i < count; ++i) {
-        if (rows[i].duplicate)
+        if (!needs_request(rows[i]))
             continue;
         Job job;
         job.tag = static_cast<std::uint64_t>(i);
@@ -294,6 +318,38 @@ void execute(const char *query, int nargs, Oid *types, Datum *values, const char
         elog(ERROR, "dfend backfill statement failed: %s", SPI_result_code_string(result));
 }
 
+// Marks the rows that already have a dead letter (the outbox is dfend's, so
+// this is read as the caller, not as the table's owner). Rows of one user id
+// follow each other, so a sorted merge finds them.
+void skip_dead_letters(const Target &target, BatchRow *rows, int count)
+{
+    char **keys = (char **) palloc(sizeof(char *) * (count > 0 ? count : 1));
+    int key_count = 0;
+    for (int i = 0; i < count; ++i)
+        if (!rows[i].skipped)
+            keys[key_count++] = rows[i].user_id;
+    if (key_count == 0)
+        return;
+    char *query = psprintf("SELECT o.user_id FROM %s.dfend_outbox AS o "
+                           "WHERE o.table_name OPERATOR(pg_catalog.=) $1 "
+                           "AND o.state OPERATOR(pg_catalog.=) 'dead' "
+                           "AND o.user_id OPERATOR(pg_catalog.=) ANY ($2)",
+                           target.schema_sql);
+    Oid types[2] = {REGCLASSOID, TEXTARRAYOID};
+    Datum values[2] = {ObjectIdGetDatum(target.table),
+                       PointerGetDatum(text_array(keys, key_count))};
+    execute(query, 2, types, values, nullptr, SPI_OK_SELECT);
+    int dead_count = (int) SPI_processed;
+    char **dead = (char **) palloc(sizeof(char *) * (dead_count > 0 ? dead_count : 1));
+    for (int d = 0; d < dead_count; ++d)
+        dead[d] = SPI_getvalue(SPI_tuptable->vals[d], SPI_tuptable->tupdesc, 1);
+    auto before = [](const char *a, const char *b) { return strcmp(a, b) < 0; };
+    std::sort(dead, dead + dead_count, before);
+    for (int i = 0; i < count; ++i)
+        rows[i].dead_letter = !rows[i].skipped &&
+                              std::binary_search(dead, dead + dead_count, rows[i].user_id, before);
+}
+
 } // namespace
 
 } // namespace dfend::pg
@@ -349,7 +405,7 @@ Datum dfend_backfill_batch(PG_FUNCTION_ARGS)
     MemoryContext caller_context = CurrentMemoryContext;
 
     // Keys travel between batches as text: make floats print exactly.
-    int guc_level = NewGUCNestLevel();
+    int guc_level = internal_sql_begin();
     set_config_option("extra_float_digits", "3", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
                       true, 0, false);
     SPI_connect();
@@ -358,50 +414,77 @@ Datum dfend_backfill_batch(PG_FUNCTION_ARGS)
 
     // 1. The next rows by key. The planner walks an index on the key when
     //    there is one, so a batch costs the same at row 9,000,000 as at 0.
-    Datum select_values[3];
-    Oid select_types[3];
-    int nargs = 0;
-    select_types[nargs] = REGCLASSOID;
-    select_values[nargs++] = ObjectIdGetDatum(table);
-    select_types[nargs] = INT4OID;
-    select_values[nargs++] = Int32GetDatum(batch_size);
+    //    Read as the table's owner (the key's cast too: a domain's CHECK may
+    //    call the owner's functions), in the columns' own types: the text of
+    //    each value is made below, at most kMaxFieldBytes of it.
+    Datum select_values[2] = {Int32GetDatum(batch_size), (Datum) 0};
+    Oid select_types[2] = {INT4OID, TEXTOID};
+    int nargs = 1;
     const char *after_condition = "";
     if (after_key) {
-        Oid input_function, io_param;
-        getTypeInputInfo(target.key_type, &input_function, &io_param);
-        select_types[nargs] = target.key_type;
-        select_values[nargs++] =
-            OidInputFunctionCall(input_function, after_key, io_param, target.key_typmod);
-        after_condition = psprintf(" AND t.%s %s $3", target.key_sql,
-                                   inclusive ? target.key_greater_or_equal : target.key_greater);
+        select_values[nargs++] = CStringGetTextDatum(after_key);
+        after_condition = psprintf(
+            " AND t.%s %s $2::%s", target.key_sql,
+            inclusive ? target.key_greater_or_equal : target.key_greater,
+            format_type_extended(target.key_type, target.key_typmod,
+                                 FORMAT_TYPE_TYPEMOD_GIVEN | FORMAT_TYPE_FORCE_QUALIFY));
     }
-    char *select = psprintf(
-        "SELECT t.%s, t.%s::pg_catalog.text, %s, %s, %s FROM %s AS t "
-        "WHERE t.%s IS NULL AND t.%s IS NOT NULL%s "
-        "AND NOT EXISTS (SELECT 1 FROM %s.dfend_outbox AS o WHERE o.table_name = $1 "
-        "AND o.user_id = t.%s::pg_catalog.text AND o.state = 'dead') "
-        "ORDER BY t.%s LIMIT $2",
-        target.key_sql, target.key_sql, target.email_sql, target.phone_sql, target.metadata_sql,
-        target.table_sql, target.id_sql, target.key_sql, after_condition, target.schema_sql,
-        target.key_sql, target.key_sql);
-    execute(select, nargs, select_types, select_values, nullptr, SPI_OK_SELECT);
-    int count = (int) SPI_processed;
-    SPITupleTable *tuples = SPI_tuptable;
+    char *select = psprintf("SELECT t.%s, %s, %s, %s FROM %s AS t "
+                            "WHERE t.%s IS NULL AND t.%s IS NOT NULL%s ORDER BY t.%s LIMIT $1",
+                            target.key_sql, target.email_sql, target.phone_sql,
+                            target.metadata_sql, target.table_sql, target.id_sql, target.key_sql,
+                            after_condition, target.key_sql);
+    SPITupleTable *tuples = nullptr;
+    if (ErrorData *error = run_as_owner(target.owner, OwnerLimits{0, 0}, [&] {
+            execute(select, nargs, select_types, select_values, nullptr, SPI_OK_SELECT);
+            tuples = SPI_tuptable;
+        }))
+        ReThrowError(error);
+    int count = (int) tuples->numvals;
     TupleDesc desc = tuples->tupdesc;
+    bool key_is_bpchar = getBaseType(target.key_type) == BPCHAROID;
 
     BatchRow *rows = (BatchRow *) palloc0(sizeof(BatchRow) * (count > 0 ? count : 1));
     RowResult *results = (RowResult *) palloc0(sizeof(RowResult) * (count > 0 ? count : 1));
+    int oversized_keys = 0;
     for (int i = 0; i < count; ++i) {
         HeapTuple tuple = tuples->vals[i];
         bool isnull;
+        bool too_large = false;
         rows[i].key = SPI_getbinval(tuple, desc, 1, &isnull);
-        rows[i].user_id = SPI_getvalue(tuple, desc, 2);
-        rows[i].duplicate = i > 0 && strcmp(rows[i].user_id, rows[i - 1].user_id) == 0;
+        rows[i].user_id = bounded_text(tuple, desc, 1, &too_large);
+        if (too_large) { // no request, no dead letter: it cannot even be named
+            rows[i].skipped = true;
+            ++oversized_keys;
+            continue;
+        }
+        if (key_is_bpchar) // as key::text, which the outbox and dead letters hold
+            rows[i].user_id[bpchar_length(rows[i].user_id)] = '\0';
+        rows[i].duplicate = i > 0 && !rows[i - 1].skipped && rows[i - 1].user_id &&
+                            strcmp(rows[i].user_id, rows[i - 1].user_id) == 0;
         rows[i].user_id_utf8 = to_utf8(rows[i].user_id);
-        rows[i].email_utf8 = to_utf8(SPI_getvalue(tuple, desc, 3));
-        rows[i].phone_utf8 = to_utf8(SPI_getvalue(tuple, desc, 4));
-        rows[i].metadata_utf8 = to_utf8(SPI_getvalue(tuple, desc, 5));
+        static const char *const field_names[] = {"email", "phone", "metadata"};
+        char **fields[] = {&rows[i].email_utf8, &rows[i].phone_utf8, &rows[i].metadata_utf8};
+        for (int f = 0; f < 3; ++f) {
+            *fields[f] = to_utf8(bounded_text(tuple, desc, 2 + f, &too_large));
+            if (too_large) {
+                rows[i].too_large = psprintf("the %s of the row is larger than %d bytes",
+                                             field_names[f], kMaxFieldBytes);
+                break;
+            }
+        }
     }
+    if (oversized_keys > 0)
+        ereport(WARNING,
+                (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+                 errmsg("%d rows of %s have a user id longer than %d bytes", oversized_keys,
+                        target.table_sql, kMaxFieldBytes),
+                 errdetail("They were skipped: no request was sent for them.")));
+
+    skip_dead_letters(target, rows, count);
+    for (int i = 0; i < count; ++i)
+        if (rows[i].too_large && !rows[i].skipped && !rows[i].dead_letter)
+            results[i] = RowResult{kDead, false, 0, nullptr, rows[i].too_large};
 
     // 2. The requests: the only part that leaves PostgreSQL.
     if (count > 0) {
@@ -474,11 +557,18 @@ Datum dfend_backfill_batch(PG_FUNCTION_ARGS)
             PointerGetDatum(construct_array(stored_keys, stored_count, target.key_type, typlen,
                                             typbyval, typalign)),
             PointerGetDatum(text_array(stored_ids, stored_count))};
-        execute(update, 2, types, values, nullptr, SPI_OK_UPDATE);
-        if ((int) SPI_processed < stored_count)
+        // As the table's owner: its triggers, domains and policies run with
+        // the owner's rights, never the caller's.
+        uint64 updated = 0;
+        if (ErrorData *error = run_as_owner(target.owner, OwnerLimits{0, 0}, [&] {
+                execute(update, 2, types, values, nullptr, SPI_OK_UPDATE);
+                updated = SPI_processed;
+            }))
+            ReThrowError(error);
+        if ((int) updated < stored_count)
             ereport(WARNING,
                     (errmsg("%d of %d DFend ids were not stored",
-                            stored_count - (int) SPI_processed, stored_count),
+                            stored_count - (int) updated, stored_count),
                      errdetail("A concurrent writer may have stored an id first, or a trigger "
                                "or row-level security policy on the table skipped the update."),
                      errhint("Rows still without an id are sent again by the next run.")));
@@ -527,16 +617,19 @@ Datum dfend_backfill_batch(PG_FUNCTION_ARGS)
 }
 
 // dfend_enqueue_backfill(table_name regclass) RETURNS bigint: hands the rows
-// still without an id to the outbox worker instead.
+// still without an id to the outbox worker instead. Keys are read as the
+// table's owner in chunks (bounded memory), and queued as the caller.
 PG_FUNCTION_INFO_V1(dfend_enqueue_backfill);
 Datum dfend_enqueue_backfill(PG_FUNCTION_ARGS)
 {
+    constexpr int kChunk = 10000;
     Oid table = PG_GETARG_OID(0);
     char *schema = own_schema(fcinfo);
 
     SPI_connect();
+    int guc_level = internal_sql_begin();
     char *mapping = psprintf("SELECT a.user_id_column, a.id_column FROM %s.dfend_attachment AS a "
-                             "WHERE a.table_name = $1",
+                             "WHERE a.table_name OPERATOR(pg_catalog.=) $1",
                              schema);
     Oid mapping_types[1] = {REGCLASSOID};
     Datum mapping_values[1] = {ObjectIdGetDatum(table)};
@@ -554,21 +647,121 @@ Datum dfend_enqueue_backfill(PG_FUNCTION_ARGS)
     char *id_column = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
     Target target = resolve_target(fcinfo, table, user_id_column, id_column, nullptr, nullptr,
                                    nullptr);
+    char *key_type = format_type_extended(target.key_type, target.key_typmod,
+                                          FORMAT_TYPE_TYPEMOD_GIVEN | FORMAT_TYPE_FORCE_QUALIFY);
+    bool key_is_bpchar = getBaseType(target.key_type) == BPCHAROID;
+    char *first = psprintf("SELECT t.%s FROM %s AS t WHERE t.%s IS NULL AND t.%s IS NOT NULL "
+                           "ORDER BY t.%s LIMIT %d",
+                           target.key_sql, target.table_sql, target.id_sql, target.key_sql,
+                           target.key_sql, kChunk);
+    char *next = psprintf("SELECT t.%s FROM %s AS t WHERE t.%s IS NULL AND t.%s IS NOT NULL "
+                          "AND t.%s %s $1::%s ORDER BY t.%s LIMIT %d",
+                          target.key_sql, target.table_sql, target.id_sql, target.key_sql,
+                          target.key_sql, target.key_greater, key_type, target.key_sql, kChunk);
     // Rows with any entry (pending, or dead: see dfend_dead_letters) are left alone.
     char *insert = psprintf(
         "INSERT INTO %s.dfend_outbox (table_name, user_id, reason) "
-        "SELECT DISTINCT $1, t.%s::pg_catalog.text, 'backfill' FROM %s AS t "
-        "WHERE t.%s IS NULL AND t.%s IS NOT NULL AND NOT EXISTS ("
-        "SELECT 1 FROM %s.dfend_outbox AS o WHERE o.table_name = $1 "
-        "AND o.user_id = t.%s::pg_catalog.text)",
-        schema, target.key_sql, target.table_sql, target.id_sql, target.key_sql, schema,
-        target.key_sql);
-    execute(insert, 1, mapping_types, mapping_values, nullptr, SPI_OK_INSERT);
-    int64 count = (int64) SPI_processed;
+        "SELECT DISTINCT $1, k.user_id, 'backfill' "
+        "FROM pg_catalog.unnest($2::pg_catalog.text[]) AS k(user_id) WHERE NOT EXISTS ("
+        "SELECT 1 FROM %s.dfend_outbox AS o WHERE o.table_name OPERATOR(pg_catalog.=) $1 "
+        "AND o.user_id OPERATOR(pg_catalog.=) k.user_id)",
+        schema, schema);
+
+    MemoryContext chunk_context =
+        AllocSetContextCreate(CurrentMemoryContext, "dfend enqueue chunk", ALLOCSET_DEFAULT_SIZES);
+    char *last_key = nullptr;
+    int64 count = 0;
+    int oversized_keys = 0;
+    for (;;) {
+        MemoryContext outer = MemoryContextSwitchTo(chunk_context);
+        SPITupleTable *keys = nullptr;
+        Datum after[1] = {last_key ? CStringGetTextDatum(last_key) : (Datum) 0};
+        Oid after_type[1] = {TEXTOID};
+        if (ErrorData *error = run_as_owner(target.owner, OwnerLimits{0, 0}, [&] {
+                execute(last_key ? next : first, last_key ? 1 : 0, after_type, after, nullptr,
+                        SPI_OK_SELECT);
+                keys = SPI_tuptable;
+            }))
+            ReThrowError(error);
+        int rows = (int) keys->numvals;
+        char **texts = (char **) palloc(sizeof(char *) * (rows > 0 ? rows : 1));
+        int text_count = 0;
+        for (int i = 0; i < rows; ++i) {
+            bool too_large = false;
+            char *key = bounded_text(keys->vals[i], keys->tupdesc, 1, &too_large);
+            if (too_large) {
+                ++oversized_keys;
+                continue;
+            }
+            if (key_is_bpchar)
+                key[bpchar_length(key)] = '\0';
+            texts[text_count++] = key;
+        }
+        if (text_count > 0) {
+            Oid types[2] = {REGCLASSOID, TEXTARRAYOID};
+            Datum values[2] = {ObjectIdGetDatum(table),
+                               PointerGetDatum(text_array(texts, text_count))};
+            execute(insert, 2, types, values, nullptr, SPI_OK_INSERT);
+            count += (int64) SPI_processed;
+        }
+        char *new_last = rows > 0 ? SPI_getvalue(keys->vals[rows - 1], keys->tupdesc, 1) : nullptr;
+        MemoryContextSwitchTo(outer);
+        last_key = new_last ? pstrdup(new_last) : nullptr;
+        SPI_freetuptable(keys);
+        MemoryContextReset(chunk_context);
+        if (rows < kChunk)
+            break;
+    }
+    if (oversized_keys > 0)
+        ereport(WARNING,
+                (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+                 errmsg("%d rows of %s have a user id longer than %d bytes", oversized_keys,
+                        target.table_sql, kMaxFieldBytes),
+                 errdetail("They were not queued.")));
+    internal_sql_end(guc_level);
     SPI_finish();
     if (count > 0)
         note_enqueued(); // the worker wakes when this transaction commits
     PG_RETURN_INT64(count);
+}
+
+// dfend_internal_count_missing(table_name, user_id_column, id_column) RETURNS
+// bigint: how many rows a backfill has to register (the progress total),
+// counted as the table's owner, less the rows with a dead letter.
+PG_FUNCTION_INFO_V1(dfend_internal_count_missing);
+Datum dfend_internal_count_missing(PG_FUNCTION_ARGS)
+{
+    Oid table = PG_GETARG_OID(0);
+    const char *user_id_column = name_argument(fcinfo, 1);
+    const char *id_column = name_argument(fcinfo, 2);
+    SPI_connect();
+    int guc_level = internal_sql_begin();
+    Target target = resolve_target(fcinfo, table, user_id_column, id_column, nullptr, nullptr,
+                                   nullptr);
+    char *count_query = psprintf("SELECT pg_catalog.count(*) FROM %s AS t "
+                                 "WHERE t.%s IS NULL AND t.%s IS NOT NULL",
+                                 target.table_sql, target.id_sql, target.key_sql);
+    int64 missing = 0;
+    if (ErrorData *error = run_as_owner(target.owner, OwnerLimits{0, 0}, [&] {
+            execute(count_query, 0, nullptr, nullptr, nullptr, SPI_OK_SELECT);
+            bool isnull = true;
+            missing = DatumGetInt64(
+                SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+        }))
+        ReThrowError(error);
+    char *dead_query = psprintf("SELECT pg_catalog.count(*) FROM %s.dfend_outbox AS o "
+                                "WHERE o.table_name OPERATOR(pg_catalog.=) $1 "
+                                "AND o.state OPERATOR(pg_catalog.=) 'dead'",
+                                target.schema_sql);
+    Oid types[1] = {REGCLASSOID};
+    Datum values[1] = {ObjectIdGetDatum(table)};
+    execute(dead_query, 1, types, values, nullptr, SPI_OK_SELECT);
+    bool isnull = true;
+    int64 dead =
+        DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+    internal_sql_end(guc_level);
+    SPI_finish();
+    PG_RETURN_INT64(std::max<int64>(missing - dead, 0));
 }
 
 } // extern "C"

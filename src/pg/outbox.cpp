@@ -3,23 +3,26 @@
 // the same transaction. Used by the background worker and by
 // dfend_process_queue(). PostgreSQL-style except inside cpp_call.
 //
-// Safety rules, each learnt the hard way:
-// - User tables are read and written as the table's owner, in a
-//   security-restricted operation with a safe search_path: the worker is a
-//   superuser, and a trigger, domain or operator on a user's table must not
-//   run with its rights.
+// Safety rules (see owner.hpp and SECURITY.md):
+// - User tables are read and written only through run_as_owner: as the
+//   table's owner, in a security-restricted operation, after check_mapping
+//   confirmed the table still matches its attachment. The worker is a
+//   superuser; a trigger, domain or operator on a user's table must not run
+//   with its rights.
+// - One table never stalls the others: its failures (any SQLSTATE but a real
+//   cancel of this backend) are recorded on its own entries, its statements
+//   are bounded by dfend.table_timeout and a short lock_timeout, rows another
+//   session holds locked are skipped, and no column is read past
+//   kMaxFieldBytes.
 // - Rows are matched to entries in SQL (the entry's text cast to the key's
 //   type), never by comparing text output, which differs for char(n),
 //   floats and locale-dependent types.
-// - A failure in one table's SQL (a dropped column, a constraint on the id
-//   column) is recorded on that table's entries in a subtransaction, so it
-//   neither loses them nor crashes the worker into resending the batch.
-//   Cancels, shutdowns, deadlocks and serialization failures still abort.
 #include "outbox.hpp"
 
 #include "../core/engine.hpp"
 #include "backend.hpp"
 #include "border.hpp"
+#include "owner.hpp"
 #include "settings.hpp"
 #include "values.hpp"
 
@@ -67,8 +70,9 @@ struct Mapping {
     char *email_column;
     char *phone_column;
     char *metadata_column;
-    char *user_id_type; // the user id column's type, qualified; nullptr if it is gone
+    char *user_id_type; // the user id column's type, qualified
     char *equals;       // its equality operator, qualified: OPERATOR(schema.=)
+    char *problem;      // why the table cannot be used as attached, or nullptr
     bool merge;
 };
 
@@ -83,91 +87,37 @@ struct Settlement {
 char *cached_schema = nullptr;
 Oid cached_namespace = InvalidOid;
 
-char *column_or_null(const char *column, const char *cast)
+char *column_or_null(const char *column)
 {
-    if (!column)
-        return psprintf("NULL::%s", cast);
-    return psprintf("t.%s::%s", quote_identifier(column), cast);
+    return column ? psprintf("t.%s", quote_identifier(column)) : pstrdup("NULL");
 }
 
-// Errors that must end the whole transaction rather than be recorded on
-// the entries of one table.
-bool must_propagate(int sqlerrcode)
+OwnerLimits table_limits()
 {
-    switch (sqlerrcode) {
-    case ERRCODE_QUERY_CANCELED:
-    case ERRCODE_ADMIN_SHUTDOWN:
-    case ERRCODE_CRASH_SHUTDOWN:
-    case ERRCODE_T_R_DEADLOCK_DETECTED:
-    case ERRCODE_T_R_SERIALIZATION_FAILURE:
-    case ERRCODE_LOCK_NOT_AVAILABLE:
-    case ERRCODE_OUT_OF_MEMORY:
-        return true;
-    default:
-        return false;
-    }
+    // A lock held by a session on one table, or a slow trigger, holds up the
+    // other tables of the batch for at most these.
+    return OwnerLimits{table_timeout_ms(), std::min(table_timeout_ms(), 1000)};
 }
 
-// Runs `step` in a subtransaction as `owner`, in a security-restricted
-// operation with search_path = pg_catalog, pg_temp. Returns nullptr on
-// success, or the error's message when `step` failed with an error that
-// concerns only this table.
-template <typename Step>
-char *run_as_owner(Oid owner, Step &&step)
+char *describe(const ErrorData *error)
 {
-    MemoryContext caller_context = CurrentMemoryContext;
-    ResourceOwner caller_owner = CurrentResourceOwner;
-    Oid saved_user;
-    int saved_security;
-    GetUserIdAndSecContext(&saved_user, &saved_security);
-    char *volatile failure = nullptr;
-
-    BeginInternalSubTransaction(nullptr);
-    MemoryContextSwitchTo(caller_context);
-    PG_TRY();
-    {
-        SetUserIdAndSecContext(owner, saved_security | SECURITY_LOCAL_USERID_CHANGE |
-                                          SECURITY_RESTRICTED_OPERATION);
-        int nest_level = NewGUCNestLevel();
-        set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
-                          GUC_ACTION_SAVE, true, 0, false);
-        step();
-        AtEOXact_GUC(true, nest_level);
-        SetUserIdAndSecContext(saved_user, saved_security);
-        ReleaseCurrentSubTransaction();
-        MemoryContextSwitchTo(caller_context);
-        CurrentResourceOwner = caller_owner;
-    }
-    PG_CATCH();
-    {
-        MemoryContextSwitchTo(caller_context);
-        ErrorData *error = CopyErrorData();
-        FlushErrorState();
-        RollbackAndReleaseCurrentSubTransaction(); // restores user and GUCs
-        MemoryContextSwitchTo(caller_context);
-        CurrentResourceOwner = caller_owner;
-        if (must_propagate(error->sqlerrcode))
-            ReThrowError(error);
-        failure = pstrdup(error->message);
-    }
-    PG_END_TRY();
-    return failure;
+    return error->detail ? psprintf("%s: %s", error->message, error->detail)
+                         : pstrdup(error->message);
 }
 
-// Reads the mapping of an attached table; false when it is not attached.
-bool read_mapping(Oid table, Mapping *mapping)
+// Reads the mapping of an attached table and checks that the table still
+// matches it; false when it is not attached.
+bool read_mapping(const char *schema, Oid table, Mapping *mapping)
 {
     Datum args[1] = {ObjectIdGetDatum(table)};
     Oid types[1] = {OIDOID};
     char *query = psprintf(
         "SELECT a.user_id_column, a.id_column, a.email_column, a.phone_column, "
-        "a.metadata_column, a.merge, c.atttypid, c.atttypmod, r.relowner "
+        "a.metadata_column, a.merge, r.relowner "
         "FROM %s.dfend_attachment a "
-        "JOIN pg_catalog.pg_class r ON r.oid = a.table_name "
-        "LEFT JOIN pg_catalog.pg_attribute c "
-        "ON c.attrelid = a.table_name AND c.attname = a.user_id_column AND NOT c.attisdropped "
-        "WHERE a.table_name = $1",
-        outbox_schema());
+        "JOIN pg_catalog.pg_class r ON r.oid OPERATOR(pg_catalog.=) a.table_name "
+        "WHERE a.table_name OPERATOR(pg_catalog.=) $1",
+        schema);
     if (SPI_execute_with_args(query, 1, types, args, nullptr, true, 1) != SPI_OK_SELECT)
         elog(ERROR, "could not read the dfend attachment of table %u", table);
     if (SPI_processed == 0)
@@ -181,20 +131,29 @@ bool read_mapping(Oid table, Mapping *mapping)
     mapping->metadata_column = SPI_getvalue(row, desc, 5);
     bool isnull = false;
     mapping->merge = DatumGetBool(SPI_getbinval(row, desc, 6, &isnull));
-    Oid type = DatumGetObjectId(SPI_getbinval(row, desc, 7, &isnull));
-    bool column_gone = isnull;
-    int32 typmod = DatumGetInt32(SPI_getbinval(row, desc, 8, &isnull));
-    mapping->owner = DatumGetObjectId(SPI_getbinval(row, desc, 9, &isnull));
-    mapping->user_id_type = nullptr;
-    mapping->equals = nullptr;
-    if (!column_gone) {
-        // Qualified names: the statements run with search_path = pg_catalog.
-        mapping->user_id_type = format_type_extended(
-            type, typmod, FORMAT_TYPE_TYPEMOD_GIVEN | FORMAT_TYPE_FORCE_QUALIFY);
-        mapping->equals = btree_operator(type, BTEqualStrategyNumber);
-    }
+    mapping->owner = DatumGetObjectId(SPI_getbinval(row, desc, 7, &isnull));
     mapping->table_sql = quote_qualified_identifier(get_namespace_name(get_rel_namespace(table)),
                                                     get_rel_name(table));
+    mapping->user_id_type = nullptr;
+    mapping->equals = nullptr;
+    mapping->problem =
+        check_mapping(table, mapping->user_id_column, mapping->id_column, mapping->email_column,
+                      mapping->phone_column, mapping->metadata_column);
+    if (mapping->problem)
+        return true;
+    Oid type;
+    int32 typmod;
+    Oid collation;
+    get_atttypetypmodcoll(table, get_attnum(table, mapping->user_id_column), &type, &typmod,
+                          &collation);
+    // Qualified names: the statements run with search_path = pg_catalog.
+    mapping->user_id_type =
+        format_type_extended(type, typmod, FORMAT_TYPE_TYPEMOD_GIVEN | FORMAT_TYPE_FORCE_QUALIFY);
+    mapping->equals = btree_operator(type, BTEqualStrategyNumber);
+    if (!mapping->equals)
+        mapping->problem = psprintf("the type of column \"%s\" of table %s has no equality "
+                                    "operator",
+                                    mapping->user_id_column, mapping->table_sql);
     return true;
 }
 
@@ -250,37 +209,64 @@ void run_requests(JobInput *inputs, int count, JobResult *results, const OutboxS
     });
 }
 
-// The current rows behind a table's entries, matched in SQL. Returns the
-// rows ordered by key in byte order (as strcmp), each with its key as the
-// outbox holds it in column 1.
+// The current rows behind a table's entries, matched in SQL, read as the
+// table's owner. Returns the rows ordered by key in byte order (as strcmp):
+// 1 the key as the outbox holds it, 2-4 email, phone and metadata in their
+// own types (read with bounded_text), 5 whether the row has an id.
 SPITupleTable *read_rows(const Mapping &mapping, char **keys, int count, char **failure)
 {
     SPITupleTable *rows = nullptr;
-    if (!mapping.user_id_type || !mapping.equals) {
-        *failure = psprintf(mapping.user_id_type
-                                ? "the type of column \"%s\" of table %s has no equality operator"
-                                : "column \"%s\" of table %s no longer exists; detach and "
-                                  "attach the table again",
-                            mapping.user_id_column, mapping.table_sql);
-        return nullptr;
-    }
     char *query = psprintf(
-        "SELECT v.key, %s, %s, %s, t.%s::pg_catalog.text "
+        "SELECT v.key, %s, %s, %s, t.%s IS NOT NULL "
         "FROM pg_catalog.unnest($1::pg_catalog.text[]) AS v(key) "
         "JOIN %s AS t ON t.%s %s v.key::%s ORDER BY v.key COLLATE pg_catalog.\"C\"",
-        column_or_null(mapping.email_column, "pg_catalog.text"),
-        column_or_null(mapping.phone_column, "pg_catalog.text"),
-        column_or_null(mapping.metadata_column, "pg_catalog.text"),
-        quote_identifier(mapping.id_column), mapping.table_sql,
-        quote_identifier(mapping.user_id_column), mapping.equals, mapping.user_id_type);
+        column_or_null(mapping.email_column), column_or_null(mapping.phone_column),
+        column_or_null(mapping.metadata_column), quote_identifier(mapping.id_column),
+        mapping.table_sql, quote_identifier(mapping.user_id_column), mapping.equals,
+        mapping.user_id_type);
     Datum args[1] = {PointerGetDatum(text_array(keys, count))};
     Oid types[1] = {TEXTARRAYOID};
-    *failure = run_as_owner(mapping.owner, [&] {
-        if (SPI_execute_with_args(query, 1, types, args, nullptr, false, 0) != SPI_OK_SELECT)
+    ErrorData *error = run_as_owner(mapping.owner, table_limits(), [&] {
+        if (SPI_execute_with_args(query, 1, types, args, nullptr, true, 0) != SPI_OK_SELECT)
             elog(ERROR, "could not read rows of %s", mapping.table_sql);
         rows = SPI_tuptable;
     });
-    return *failure ? nullptr : rows;
+    *failure = error ? describe(error) : nullptr;
+    return error ? nullptr : rows;
+}
+
+// Stores the ids as the table's owner. Rows another session holds locked
+// are skipped (SKIP LOCKED), never waited for. Returns the keys whose rows
+// now hold their id, or sets *failure.
+SPITupleTable *store_ids(const Mapping &mapping, char **keys, char **ids, int count,
+                         char **failure)
+{
+    SPITupleTable *stored = nullptr;
+    const char *id = quote_identifier(mapping.id_column);
+    char *query = psprintf(
+        "WITH locked AS ("
+        " SELECT v.key, v.id, t.tableoid AS rel, t.ctid AS tid,"
+        " t.%s::pg_catalog.text IS DISTINCT FROM v.id AS changes"
+        " FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]),"
+        " pg_catalog.unnest($2::pg_catalog.text[])) AS v(key, id)"
+        " JOIN %s AS t ON t.%s %s v.key::%s FOR UPDATE OF t SKIP LOCKED),"
+        " updated AS (UPDATE %s AS t SET %s = l.id FROM locked AS l"
+        " WHERE l.changes AND t.tableoid OPERATOR(pg_catalog.=) l.rel"
+        " AND t.ctid OPERATOR(pg_catalog.=) l.tid RETURNING l.key)"
+        " SELECT l.key FROM locked AS l WHERE NOT l.changes"
+        " UNION ALL SELECT u.key FROM updated AS u",
+        id, mapping.table_sql, quote_identifier(mapping.user_id_column), mapping.equals,
+        mapping.user_id_type, mapping.table_sql, id);
+    Datum args[2] = {PointerGetDatum(text_array(keys, count)),
+                     PointerGetDatum(text_array(ids, count))};
+    Oid types[2] = {TEXTARRAYOID, TEXTARRAYOID};
+    ErrorData *error = run_as_owner(mapping.owner, table_limits(), [&] {
+        if (SPI_execute_with_args(query, 2, types, args, nullptr, false, 0) != SPI_OK_SELECT)
+            elog(ERROR, "could not store DFend ids in %s", mapping.table_sql);
+        stored = SPI_tuptable;
+    });
+    *failure = error ? describe(error) : nullptr;
+    return error ? nullptr : stored;
 }
 
 void execute_or_fail(const char *query, int nargs, Oid *types, Datum *args, int expected)
@@ -306,7 +292,7 @@ void settle(const char *schema, int max_attempts, int64 *done, int done_count,
     if (done_count > 0) {
         Datum args[1] = {int8_array(done, done_count)};
         Oid types[1] = {INT8ARRAYOID};
-        execute_or_fail(psprintf("DELETE FROM %s.dfend_outbox WHERE entry_id = ANY($1)", schema),
+        execute_or_fail(psprintf("DELETE FROM %s.dfend_outbox WHERE entry_id OPERATOR(pg_catalog.=) ANY($1)", schema),
                         1, types, args, SPI_OK_DELETE);
     }
     if (failed_count == 0)
@@ -347,7 +333,8 @@ void settle(const char *schema, int max_attempts, int64 *done, int done_count,
         "FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]), "
         "pg_catalog.unnest($2::pg_catalog.text[]), pg_catalog.unnest($3::pg_catalog.text[]), "
         "pg_catalog.unnest($4::pg_catalog.int4[])) "
-        "AS v(entry_id, error, fate, retry_after_ms) WHERE o.entry_id = v.entry_id",
+        "AS v(entry_id, error, fate, retry_after_ms) "
+        "WHERE o.entry_id OPERATOR(pg_catalog.=) v.entry_id",
         schema, max_attempts);
     execute_or_fail(update, 4, types, args, SPI_OK_UPDATE);
 }
@@ -385,6 +372,16 @@ const char *outbox_schema()
     return cached_schema;
 }
 
+// Entries whose table could not be read or written: another attempt after
+// a backoff, never a stall of the other tables.
+void fail_entries(Settlement *failed, int *failed_count, const Entry *entries, int start,
+                  int end, const char *what, const char *why)
+{
+    for (int i = start; i < end; ++i)
+        failed[(*failed_count)++] =
+            Settlement{entries[i].entry_id, Fate::Transient, psprintf("%s: %s", what, why), 0};
+}
+
 OutboxResult process_outbox(int max_rows)
 {
     OutboxResult result = {};
@@ -395,18 +392,21 @@ OutboxResult process_outbox(int max_rows)
     OutboxSettings settings = current_outbox_settings();
 
     SPI_connect();
+    int nest_level = internal_sql_begin();
     char *claim = psprintf(
-        "SELECT entry_id, table_name::oid, user_id, reason FROM %s.dfend_outbox "
-        "WHERE state = 'pending' AND next_attempt_at <= pg_catalog.clock_timestamp() "
+        "SELECT entry_id, table_name::pg_catalog.oid, user_id, reason FROM %s.dfend_outbox "
+        "WHERE state OPERATOR(pg_catalog.=) 'pending' "
+        "AND next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp() "
         "ORDER BY next_attempt_at, entry_id LIMIT %d FOR UPDATE SKIP LOCKED",
         schema, max_rows);
     if (SPI_execute(claim, false, 0) != SPI_OK_SELECT)
         elog(ERROR, "could not claim dfend outbox entries");
     int entry_count = (int) SPI_processed;
     if (entry_count == 0) {
-        char *next = psprintf("SELECT (extract(epoch FROM min(next_attempt_at) - "
-                              "pg_catalog.clock_timestamp()) * 1000)::float8 "
-                              "FROM %s.dfend_outbox WHERE state = 'pending'",
+        char *next = psprintf("SELECT (extract(epoch FROM pg_catalog.min(next_attempt_at) "
+                              "OPERATOR(pg_catalog.-) pg_catalog.clock_timestamp()) "
+                              "OPERATOR(pg_catalog.*) 1000)::pg_catalog.float8 "
+                              "FROM %s.dfend_outbox WHERE state OPERATOR(pg_catalog.=) 'pending'",
                               schema);
         if (SPI_execute(next, true, 1) == SPI_OK_SELECT && SPI_processed == 1) {
             bool isnull = true;
@@ -414,6 +414,7 @@ OutboxResult process_outbox(int max_rows)
             if (!isnull)
                 result.next_due_ms = std::max(0.0, DatumGetFloat8(value));
         }
+        internal_sql_end(nest_level);
         SPI_finish();
         return result;
     }
@@ -450,9 +451,15 @@ OutboxResult process_outbox(int max_rows)
         while (end < entry_count && entries[end].table == entries[start].table)
             ++end;
         Mapping &mapping = mappings[start];
-        if (!read_mapping(entries[start].table, &mapping)) {
+        if (!read_mapping(schema, entries[start].table, &mapping)) {
             for (int i = start; i < end; ++i)
                 done[done_count++] = entries[i].entry_id;
+            start = end;
+            continue;
+        }
+        if (mapping.problem) {
+            fail_entries(failed, &failed_count, entries, start, end, "could not read the row",
+                         mapping.problem);
             start = end;
             continue;
         }
@@ -465,9 +472,8 @@ OutboxResult process_outbox(int max_rows)
         char *failure = nullptr;
         SPITupleTable *rows = read_rows(mapping, keys, key_count, &failure);
         if (!rows) {
-            for (int i = start; i < end; ++i)
-                failed[failed_count++] = Settlement{entries[i].entry_id, Fate::RowFault,
-                                                    psprintf("could not read the row: %s", failure), 0};
+            fail_entries(failed, &failed_count, entries, start, end, "could not read the row",
+                         failure);
             start = end;
             continue;
         }
@@ -496,20 +502,33 @@ OutboxResult process_outbox(int max_rows)
             }
             bool has_id = false;
             if (found) {
-                bool id_is_null = true;
-                (void) SPI_getbinval(found, rows->tupdesc, 5, &id_is_null);
-                has_id = !id_is_null;
+                bool isnull = true;
+                has_id = DatumGetBool(heap_getattr(found, 5, rows->tupdesc, &isnull));
+            }
+            char *too_large = nullptr;
+            JobInput job = {};
+            if (found && !(has_id && all_inserts)) {
+                static const char *const field_names[] = {"email", "phone", "metadata"};
+                char **fields[] = {&job.email, &job.phone, &job.metadata};
+                for (int f = 0; f < 3 && !too_large; ++f) {
+                    bool large = false;
+                    *fields[f] = bounded_text(found, rows->tupdesc, 2 + f, &large);
+                    if (large)
+                        too_large = psprintf("the %s of the row is larger than %d bytes",
+                                             field_names[f], kMaxFieldBytes);
+                }
             }
             if (!found || (has_id && all_inserts)) {
                 for (int k = i; k < same_end; ++k)
                     done[done_count++] = entries[k].entry_id;
+            } else if (too_large) {
+                for (int k = i; k < same_end; ++k)
+                    failed[failed_count++] =
+                        Settlement{entries[k].entry_id, Fate::RowFault, too_large, 0};
             } else {
-                JobInput &job = jobs[job_count];
                 job.user_id = entries[i].user_id;
-                job.email = SPI_getvalue(found, rows->tupdesc, 2);
-                job.phone = SPI_getvalue(found, rows->tupdesc, 3);
-                job.metadata = SPI_getvalue(found, rows->tupdesc, 4);
                 job.merge = mapping.merge || any_update;
+                jobs[job_count] = job;
                 for (int k = i; k < same_end; ++k)
                     entries[k].job = job_count;
                 ++job_count;
@@ -524,7 +543,7 @@ OutboxResult process_outbox(int max_rows)
     if (job_count > 0)
         run_requests(jobs, job_count, results, settings);
 
-    // Store the ids, one UPDATE per table, as the table's owner.
+    // Store the ids, one statement per table, as the table's owner.
     for (int start = 0; start < entry_count;) {
         int end = start;
         while (end < entry_count && entries[end].table == entries[start].table)
@@ -543,44 +562,46 @@ OutboxResult process_outbox(int max_rows)
             last_job = job;
         }
         char *failure = nullptr;
+        // Keys whose rows now hold their id, in strcmp order.
+        char **holding = (char **) palloc(sizeof(char *) * std::max(stored, 1));
+        int holding_count = 0;
         if (stored > 0) {
-            char *update = psprintf(
-                "UPDATE %s AS t SET %s = v.id "
-                "FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), "
-                "pg_catalog.unnest($2::pg_catalog.text[])) AS v(key, id) "
-                "WHERE t.%s %s v.key::%s AND t.%s::pg_catalog.text IS DISTINCT FROM v.id",
-                mapping.table_sql, quote_identifier(mapping.id_column),
-                quote_identifier(mapping.user_id_column), mapping.equals, mapping.user_id_type,
-                quote_identifier(mapping.id_column));
-            Datum args[2] = {PointerGetDatum(text_array(keys, stored)),
-                             PointerGetDatum(text_array(ids, stored))};
-            Oid types[2] = {TEXTARRAYOID, TEXTARRAYOID};
-            failure = run_as_owner(mapping.owner, [&] {
-                execute_or_fail(update, 2, types, args, SPI_OK_UPDATE);
-            });
-            if (!failure)
-                result.registered += stored;
+            SPITupleTable *rows = store_ids(mapping, keys, ids, stored, &failure);
+            for (uint64 r = 0; rows && r < rows->numvals; ++r)
+                holding[holding_count++] = SPI_getvalue(rows->vals[r], rows->tupdesc, 1);
+            std::sort(holding, holding + holding_count,
+                      [](const char *a, const char *b) { return strcmp(a, b) < 0; });
+            result.registered += holding_count;
         }
         for (int i = start; i < end; ++i) {
             int job = entries[i].job;
             if (job < 0)
                 continue;
             const JobResult &outcome = results[job];
-            if (outcome.fate == Fate::Stored && !failure)
-                done[done_count++] = entries[i].entry_id;
-            else if (outcome.fate == Fate::Stored)
-                failed[failed_count++] = Settlement{
-                    entries[i].entry_id, Fate::Transient,
-                    psprintf("could not store the DFend id: %s", failure), 0};
-            else
+            if (outcome.fate != Fate::Stored) {
                 failed[failed_count++] = Settlement{entries[i].entry_id, outcome.fate,
                                                     outcome.error, outcome.retry_after_ms};
+                continue;
+            }
+            bool holds = std::binary_search(
+                holding, holding + holding_count, entries[i].user_id,
+                [](const char *a, const char *b) { return strcmp(a, b) < 0; });
+            if (holds)
+                done[done_count++] = entries[i].entry_id;
+            else
+                failed[failed_count++] = Settlement{
+                    entries[i].entry_id, Fate::Transient,
+                    failure ? psprintf("could not store the DFend id: %s", failure)
+                            : pstrdup("could not store the DFend id: the row was locked by "
+                                      "another session or changed meanwhile"),
+                    0};
         }
         start = end;
     }
 
     settle(schema, settings.max_attempts, done, done_count, failed, failed_count);
     result.failed = failed_count;
+    internal_sql_end(nest_level);
     SPI_finish();
     return result;
 }

@@ -30,6 +30,7 @@ int worker_batch_size = 256;
 int max_attempts = 10;
 double max_rate = 0;
 int worker_poll_interval_ms = 10000;
+int table_timeout = 5000;
 
 // The real key travels as the setting's "extra", which PostgreSQL saves and
 // restores with the displayed value (SET LOCAL, RESET, rollback), so the
@@ -114,6 +115,8 @@ OutboxSettings current_outbox_settings()
                           worker_poll_interval_ms};
 }
 
+int table_timeout_ms() { return table_timeout; }
+
 const char *worker_databases() { return worker_database_list ? worker_database_list : ""; }
 void note_loaded_at_startup(bool value) { preloaded = value; }
 
@@ -191,6 +194,14 @@ void define_settings()
                             "Commits that enqueue wake the worker at once; this is a fallback.",
                             &worker_poll_interval_ms, 10000, 10, 3600000, PGC_SIGHUP, GUC_UNIT_MS,
                             nullptr, nullptr, nullptr);
+    // SIGHUP, not a database or role setting: one table's owner must not be
+    // able to lift the bound that keeps their table from stalling the others.
+    DefineCustomIntVariable("dfend.table_timeout",
+                            "Sets how long the worker's statements on one user table may run.",
+                            "Reading rows and storing ids of one table in one batch; past it "
+                            "that table's entries are retried later. 0 means no limit.",
+                            &table_timeout, 5000, 0, 3600000, PGC_SIGHUP, GUC_UNIT_MS, nullptr,
+                            nullptr, nullptr);
     MarkGUCPrefixReserved("dfend");
 }
 

@@ -25,6 +25,9 @@ struct OutboxSettings {
     int poll_interval_ms; // dfend.worker_poll_interval
 };
 OutboxSettings current_outbox_settings();
+// dfend.table_timeout: how long the worker's statements on one user table may
+// run, in milliseconds (0 = no limit).
+int table_timeout_ms();
 // dfend.worker_databases: comma-separated database names.
 const char *worker_databases();
 

@@ -10,11 +10,16 @@
 #include "backend.hpp"
 #include "border.hpp"
 #include "outbox.hpp"
+#include "owner.hpp"
 #include "queue.hpp"
 #include "settings.hpp"
 #include "values.hpp"
 
 #include "postgres.hpp"
+
+extern "C" {
+#include "access/detoast.h"
+}
 
 namespace dfend::pg {
 
@@ -39,6 +44,55 @@ char *value_or_null(HeapTuple tuple, TupleDesc desc, const char *column, Relatio
     return SPI_getvalue(tuple, desc, column_number(desc, column, relation));
 }
 
+// The row's user id as text; refuses one too long to be a user id before
+// copying it into the outbox.
+char *user_id_of(HeapTuple row, TupleDesc desc, const char *column, Relation relation)
+{
+    int number = column_number(desc, column, relation);
+    bool isnull = true;
+    Datum value = heap_getattr(row, number, desc, &isnull);
+    if (isnull)
+        return nullptr;
+    if (TupleDescAttr(desc, number - 1)->attlen == -1 &&
+        toast_raw_datum_size(value) > (Size) kMaxFieldBytes + VARHDRSZ)
+        ereport(ERROR, (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+                        errmsg("user id in column \"%s\" of table \"%s\" is too long to "
+                               "register with DFend",
+                               column, RelationGetRelationName(relation)),
+                        errdetail("dfend reads at most %d bytes of a column.", kMaxFieldBytes)));
+    return SPI_getvalue(row, desc, number);
+}
+
+// The id column must still be of a type dfend_attach accepted: the owner may
+// have changed it since.
+void check_id_column(TupleDesc desc, int number, Relation relation)
+{
+    Form_pg_attribute column = TupleDescAttr(desc, number - 1);
+    if (!holds_dfend_ids(column->atttypid))
+        ereport(ERROR,
+                (errcode(ERRCODE_DATATYPE_MISMATCH),
+                 errmsg("column \"%s\" of table \"%s\" cannot hold DFend ids",
+                        NameStr(column->attname), RelationGetRelationName(relation)),
+                 errdetail("Its type is %s; text, varchar or char (or a domain over one of "
+                           "them) is needed.",
+                           format_type_be(column->atttypid)),
+                 errhint("Change the column back, or detach the table with dfend_detach.")));
+}
+
+// The id as a value of the column's own type, through its input function, so
+// varchar(n), char(n) and domain constraints apply. As the table's owner: a
+// domain's CHECK may call the owner's functions.
+ErrorData *typed_id(const char *id, TupleDesc desc, int number, Relation relation, Datum *value)
+{
+    Form_pg_attribute column = TupleDescAttr(desc, number - 1);
+    Oid input, io_param;
+    getTypeInputInfo(column->atttypid, &input, &io_param);
+    int32 typmod = column->atttypmod;
+    return run_as_owner(relation->rd_rel->relowner, OwnerLimits{0, 0}, [&] {
+        *value = OidInputFunctionCall(input, const_cast<char *>(id), io_param, typmod);
+    });
+}
+
 // Where an outbox entry goes, looked up once per backend and forgotten when
 // the outbox table's relcache entry is invalidated (DROP EXTENSION, say).
 struct OutboxTarget {
@@ -51,20 +105,92 @@ struct OutboxTarget {
 OutboxTarget outbox_target = {};
 bool invalidation_registered = false;
 
+// Triggers found to match their table's attachment. EXECUTE on
+// dfend_trigger() is granted to PUBLIC (a table owner creating a partition
+// clones the trigger, which needs it), so a trigger proves itself here: its
+// arguments and timing must be those dfend_attach gave the attached table.
+// A trigger's arguments never change, so a verdict holds for its life; the
+// set is emptied on any relcache invalidation all the same.
+HTAB *verified_triggers = nullptr;
+
 void forget_outbox_target(Datum, Oid relation)
 {
     if (relation == InvalidOid || relation == outbox_target.table)
         outbox_target.valid = false;
+    if (verified_triggers) {
+        hash_destroy(verified_triggers);
+        verified_triggers = nullptr;
+    }
+}
+
+void register_invalidation()
+{
+    if (!invalidation_registered) {
+        CacheRegisterRelcacheCallback(forget_outbox_target, (Datum) 0);
+        invalidation_registered = true;
+    }
+}
+
+[[noreturn]] void refuse_trigger(const char *detail)
+{
+    ereport(ERROR, (errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+                    errmsg("dfend_trigger() must be created by dfend_attach"),
+                    errdetail("%s", detail), errhint("Use dfend_attach to attach a table.")));
+    pg_unreachable();
+}
+
+void verify_trigger(const Trigger *trigger, bool before, Oid attached_table)
+{
+    register_invalidation();
+    Oid key = trigger->tgoid;
+    if (verified_triggers && hash_search(verified_triggers, &key, HASH_FIND, nullptr))
+        return;
+    const char *schema = outbox_schema();
+    if (!schema)
+        ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                        errmsg("extension \"dfend\" is not installed in this database")));
+    SPI_connect();
+    int nest_level = internal_sql_begin();
+    char *query = psprintf(
+        "SELECT a.mode, a.user_id_column::pg_catalog.text, a.id_column::pg_catalog.text, "
+        "COALESCE(a.email_column::pg_catalog.text, ''), "
+        "COALESCE(a.phone_column::pg_catalog.text, ''), "
+        "COALESCE(a.metadata_column::pg_catalog.text, ''), "
+        "CASE WHEN a.merge THEN 't' ELSE 'f' END, a.on_error "
+        "FROM %s.dfend_attachment AS a WHERE a.table_name OPERATOR(pg_catalog.=) $1",
+        schema);
+    Oid types[1] = {OIDOID};
+    Datum values[1] = {ObjectIdGetDatum(attached_table)};
+    if (SPI_execute_with_args(query, 1, types, values, nullptr, true, 1) != SPI_OK_SELECT)
+        elog(ERROR, "could not read the dfend attachment of table %u", attached_table);
+    bool matches = SPI_processed == 1;
+    for (int i = 0; matches && i < 8; ++i) {
+        char *expected = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, i + 1);
+        matches = expected && strcmp(expected, trigger->tgargs[i]) == 0;
+    }
+    internal_sql_end(nest_level);
+    SPI_finish();
+    if (!matches)
+        refuse_trigger("Its arguments do not match the table's attachment.");
+    if (before != (strcmp(trigger->tgargs[0], "sync") == 0))
+        refuse_trigger("A sync trigger fires BEFORE the row is written, an async one AFTER.");
+    // Created only now: the query above may have run the invalidation
+    // callback, which drops the set.
+    if (!verified_triggers) {
+        HASHCTL control = {};
+        control.keysize = sizeof(Oid);
+        control.entrysize = sizeof(Oid);
+        verified_triggers =
+            hash_create("dfend verified triggers", 16, &control, HASH_ELEM | HASH_BLOBS);
+    }
+    (void) hash_search(verified_triggers, &key, HASH_ENTER, nullptr);
 }
 
 const OutboxTarget &find_outbox()
 {
     if (outbox_target.valid)
         return outbox_target;
-    if (!invalidation_registered) {
-        CacheRegisterRelcacheCallback(forget_outbox_target, (Datum) 0);
-        invalidation_registered = true;
-    }
+    register_invalidation();
     Oid extension = get_extension_oid("dfend", true);
     Oid table = OidIsValid(extension) ? get_relname_relid("dfend_outbox", outbox_namespace())
                                       : InvalidOid;
@@ -153,7 +279,8 @@ Datum dfend_trigger(PG_FUNCTION_ARGS)
                         errhint("Use dfend_attach to attach a table.")));
     char **args = data->tg_trigger->tgargs;
     const bool sync = strcmp(args[0], "sync") == 0;
-    const bool merge = strcmp(args[6], "true") == 0;
+    // dfend_attach writes the boolean with %L, which gives 't' or 'f'.
+    const bool merge = strcmp(args[6], "t") == 0 || strcmp(args[6], "true") == 0;
     const bool fail_on_error = strcmp(args[7], "error") == 0;
     const bool is_update = TRIGGER_FIRED_BY_UPDATE(data->tg_event);
     Relation relation = data->tg_relation;
@@ -165,8 +292,9 @@ Datum dfend_trigger(PG_FUNCTION_ARGS)
     Oid queued_table = RelationGetRelid(relation);
     if (relation->rd_rel->relispartition)
         queued_table = llast_oid(get_partition_ancestors(queued_table));
+    verify_trigger(data->tg_trigger, TRIGGER_FIRED_BEFORE(data->tg_event), queued_table);
 
-    char *user_id = value_or_null(row, desc, args[1], relation);
+    char *user_id = user_id_of(row, desc, args[1], relation);
     int id_number = column_number(desc, args[2], relation);
     bool id_is_null = true;
     (void) SPI_getbinval(row, desc, id_number, &id_is_null);
@@ -180,6 +308,7 @@ Datum dfend_trigger(PG_FUNCTION_ARGS)
         return PointerGetDatum(row);
     }
 
+    check_id_column(desc, id_number, relation); // before anything is sent
     char *email = utf8_string(value_or_null(row, desc, args[3], relation));
     char *phone = utf8_string(value_or_null(row, desc, args[4], relation));
     char *metadata = utf8_string(value_or_null(row, desc, args[5], relation));
@@ -212,8 +341,19 @@ Datum dfend_trigger(PG_FUNCTION_ARGS)
         enqueue(queued_table, user_id, reason);
         return PointerGetDatum(row);
     }
+    Datum value = (Datum) 0;
+    if (ErrorData *failure = typed_id(id, desc, id_number, relation, &value)) {
+        if (fail_on_error)
+            ReThrowError(failure);
+        ereport(WARNING,
+                (errcode(failure->sqlerrcode),
+                 errmsg("could not store the DFend id of the row; it is queued for a retry"),
+                 errdetail("The error was: %s.", failure->message)));
+        enqueue(queued_table, user_id, reason);
+        return PointerGetDatum(row);
+    }
     int columns[1] = {id_number};
-    Datum values[1] = {CStringGetTextDatum(id)};
+    Datum values[1] = {value};
     bool nulls[1] = {false};
     return PointerGetDatum(heap_modify_tuple_by_cols(row, desc, 1, columns, values, nulls));
 }

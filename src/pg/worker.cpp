@@ -13,11 +13,85 @@
 
 #include "postgres.hpp"
 
+extern "C" {
+#include "commands/dbcommands.h"
+#include "utils/guc_tables.h"
+}
+
 namespace dfend::pg {
 
 namespace {
 
 constexpr int kRestartSeconds = 5;
+
+// Settings as the server configuration gives them, taken before connecting.
+struct ServerSetting {
+    const struct config_generic *record; // lives as long as the process
+    char *value;
+};
+ServerSetting *server_settings = nullptr;
+int server_setting_count = 0;
+
+struct config_generic **all_settings(int *count)
+{
+#if PG_VERSION_NUM >= 160000
+    return get_guc_variables(count);
+#else
+    *count = GetNumConfigOptions();
+    return get_guc_variables();
+#endif
+}
+
+// Before connecting: what the server configuration (postgresql.conf, the
+// command line, defaults) says for every setting a database or role could
+// override.
+void remember_server_settings()
+{
+    int count = 0;
+    struct config_generic **settings = all_settings(&count);
+    server_settings = (ServerSetting *) MemoryContextAllocZero(
+        TopMemoryContext, sizeof(ServerSetting) * std::max(count, 1));
+    for (int i = 0; i < count; ++i) {
+        const struct config_generic *setting = settings[i];
+        if (setting->context != PGC_USERSET && setting->context != PGC_SUSET)
+            continue;
+        const char *value = GetConfigOption(setting->name, true, false);
+        if (!value)
+            continue;
+        server_settings[server_setting_count++] =
+            ServerSetting{setting, MemoryContextStrdup(TopMemoryContext, value)};
+    }
+}
+
+// After connecting: the worker is a superuser, so it ignores what the
+// database's owner (ALTER DATABASE ... SET) or a role's settings say, just as
+// dfend's SQL never depends on them. Each such setting goes back to the server
+// configuration's value.
+void ignore_database_and_role_settings()
+{
+    StringInfoData ignored;
+    initStringInfo(&ignored);
+    for (int i = 0; i < server_setting_count; ++i) {
+        const ServerSetting &setting = server_settings[i];
+        GucSource source = setting.record->source;
+        if (source != PGC_S_GLOBAL && source != PGC_S_DATABASE && source != PGC_S_USER &&
+            source != PGC_S_DATABASE_USER)
+            continue;
+        if (set_config_option(setting.record->name, setting.value, PGC_SUSET, PGC_S_OVERRIDE,
+                              GUC_ACTION_SET, true, DEBUG1, false) > 0)
+            appendStringInfo(&ignored, "%s%s", ignored.len ? ", " : "", setting.record->name);
+    }
+    // Then the settings dfend's own statements rely on.
+    SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
+    SetConfigOption("default_transaction_isolation", "read committed", PGC_SUSET,
+                    PGC_S_OVERRIDE);
+    SetConfigOption("default_transaction_read_only", "off", PGC_SUSET, PGC_S_OVERRIDE);
+    if (ignored.len > 0)
+        ereport(LOG, (errmsg("dfend worker ignores settings of database \"%s\" or its role: %s",
+                             get_database_name(MyDatabaseId), ignored.data),
+                      errdetail("The worker runs as a superuser; it uses the server "
+                                "configuration's values instead.")));
+}
 
 std::vector<std::string> split_databases(const char *list)
 {
@@ -95,13 +169,12 @@ void dfend_worker_main(Datum argument)
     BackgroundWorkerUnblockSignals();
     char database[BGW_EXTRALEN];
     strlcpy(database, MyBgworkerEntry->bgw_extra, sizeof database);
+    remember_server_settings();
     BackgroundWorkerInitializeConnection(database, nullptr, 0);
     claim_worker_slot(DatumGetInt32(argument));
-    // The worker's transactions must be able to write and must not fail on
-    // serialization, whatever the server's defaults say.
-    SetConfigOption("default_transaction_isolation", "read committed", PGC_SUSET,
-                    PGC_S_OVERRIDE);
-    SetConfigOption("default_transaction_read_only", "off", PGC_SUSET, PGC_S_OVERRIDE);
+    StartTransactionCommand(); // for the database name in the LOG line
+    ignore_database_and_role_settings();
+    CommitTransactionCommand();
     pgstat_report_appname("dfend worker");
 
     MemoryContext batch_context = AllocSetContextCreate(TopMemoryContext, "dfend worker batch",
