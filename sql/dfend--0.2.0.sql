@@ -96,6 +96,7 @@ REVOKE ALL ON SEQUENCE dfend_outbox_entry_id_seq FROM PUBLIC;
 CREATE FUNCTION dfend_trigger() RETURNS trigger
 AS 'MODULE_PATHNAME', 'dfend_trigger'
 LANGUAGE C SECURITY DEFINER;
+GRANT EXECUTE ON FUNCTION dfend_trigger() TO PUBLIC;
 COMMENT ON FUNCTION dfend_trigger() IS
 'Trigger created by dfend_attach: registers new users (sync) or queues them in dfend_outbox (async)';
 

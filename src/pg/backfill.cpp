@@ -34,6 +34,7 @@
 extern "C" {
 #include "executor/spi.h"
 #include "utils/array.h"
+#include "utils/acl.h"
 #include "utils/lsyscache.h"
 }
 
@@ -115,9 +116,42 @@ char *own_schema(FunctionCallInfo fcinfo)
     return pstrdup(quote_identifier(name));
 }
 
+// The table is read and written as its owner, so the caller's own rights
+// decide whether it may be backfilled at all: SELECT on every mapped column,
+// and UPDATE on the id column when ids are to be stored.
+void check_caller_rights(Oid table, const char *const *columns, int count, const char *id_column,
+                         bool stores_ids)
+{
+    Oid caller = GetUserId();
+    // Mode by mode: with several modes the aclcheck functions accept any one.
+    if (pg_class_aclcheck(table, caller, ACL_SELECT) == ACLCHECK_OK &&
+        (!stores_ids || pg_class_aclcheck(table, caller, ACL_UPDATE) == ACLCHECK_OK))
+        return;
+    for (int i = 0; i < count; ++i) {
+        if (!columns[i])
+            continue;
+        bool stored_in = stores_ids && strcmp(columns[i], id_column) == 0;
+        AttrNumber number = get_attnum(table, columns[i]);
+        // A table-wide grant, or one on the column (pg_attribute_aclcheck
+        // looks at the column's own ACL only).
+        auto granted = [&](AclMode mode) {
+            return pg_class_aclcheck(table, caller, mode) == ACLCHECK_OK ||
+                   pg_attribute_aclcheck(table, number, caller, mode) == ACLCHECK_OK;
+        };
+        if (!granted(ACL_SELECT) || (stored_in && !granted(ACL_UPDATE)))
+            ereport(ERROR,
+                    (errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+                     errmsg("permission denied for table %s", get_rel_name(table)),
+                     errdetail(stored_in
+                                   ? "Storing DFend ids needs SELECT and UPDATE on column %s."
+                                   : "Reading users needs SELECT on column %s.",
+                               quote_identifier(columns[i]))));
+    }
+}
+
 Target resolve_target(FunctionCallInfo fcinfo, Oid table, const char *user_id_column,
                       const char *id_column, const char *email_column, const char *phone_column,
-                      const char *metadata_column)
+                      const char *metadata_column, bool stores_ids)
 {
     Target target;
     target.table = table;
@@ -133,6 +167,9 @@ Target resolve_target(FunctionCallInfo fcinfo, Oid table, const char *user_id_co
                                       phone_column, metadata_column, &sqlstate))
         ereport(ERROR, (errcode(sqlstate), errmsg_internal("%s", problem)));
     target.owner = relation_owner(table);
+    const char *columns[] = {user_id_column, id_column, email_column, phone_column,
+                             metadata_column};
+    check_caller_rights(table, columns, 5, id_column, stores_ids);
     AttrNumber key = column_number(table, user_id_column);
     Oid collation;
     get_atttypetypmodcoll(table, key, &target.key_type, &target.key_typmod, &collation);
@@ -410,7 +447,7 @@ Datum dfend_backfill_batch(PG_FUNCTION_ARGS)
                       true, 0, false);
     SPI_connect();
     Target target = resolve_target(fcinfo, table, user_id_column, id_column, email_column,
-                                   phone_column, metadata_column);
+                                   phone_column, metadata_column, !settings.dry_run);
 
     // 1. The next rows by key. The planner walks an index on the key when
     //    there is one, so a batch costs the same at row 9,000,000 as at 0.
@@ -646,7 +683,7 @@ Datum dfend_enqueue_backfill(PG_FUNCTION_ARGS)
     char *user_id_column = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
     char *id_column = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
     Target target = resolve_target(fcinfo, table, user_id_column, id_column, nullptr, nullptr,
-                                   nullptr);
+                                   nullptr, false);
     char *key_type = format_type_extended(target.key_type, target.key_typmod,
                                           FORMAT_TYPE_TYPEMOD_GIVEN | FORMAT_TYPE_FORCE_QUALIFY);
     bool key_is_bpchar = getBaseType(target.key_type) == BPCHAROID;
@@ -737,7 +774,7 @@ Datum dfend_internal_count_missing(PG_FUNCTION_ARGS)
     SPI_connect();
     int guc_level = internal_sql_begin();
     Target target = resolve_target(fcinfo, table, user_id_column, id_column, nullptr, nullptr,
-                                   nullptr);
+                                   nullptr, false);
     char *count_query = psprintf("SELECT pg_catalog.count(*) FROM %s AS t "
                                  "WHERE t.%s IS NULL AND t.%s IS NOT NULL",
                                  target.table_sql, target.id_sql, target.key_sql);

@@ -227,7 +227,9 @@ SPITupleTable *read_rows(const Mapping &mapping, char **keys, int count, char **
     Datum args[1] = {PointerGetDatum(text_array(keys, count))};
     Oid types[1] = {TEXTARRAYOID};
     ErrorData *error = run_as_owner(mapping.owner, table_limits(), [&] {
-        if (SPI_execute_with_args(query, 1, types, args, nullptr, true, 0) != SPI_OK_SELECT)
+        // Not read-only: a fresh snapshot, so rows committed after the
+        // batch began (whose entries the claim saw) are seen too.
+        if (SPI_execute_with_args(query, 1, types, args, nullptr, false, 0) != SPI_OK_SELECT)
             elog(ERROR, "could not read rows of %s", mapping.table_sql);
         rows = SPI_tuptable;
     });

@@ -25,7 +25,7 @@ pg_virtualenv -t -v 15 -o shared_preload_libraries=pg_stat_statements,dfend \
     source "$DFEND_ROOT/test/lib.sh"
     # This script'"'"'s own sessions are superusers too: they must not take the
     # settings the database owner plants below.
-    export PGOPTIONS="-c search_path=pg_catalog,public -c lock_timeout=0 -c default_transaction_read_only=off"
+    export PGOPTIONS="-c search_path=public,pg_catalog -c lock_timeout=0 -c default_transaction_read_only=off"
     emu() { "$DFEND_ROOT/test/emu" "$@"; }
     as_alice() { sql "SET ROLE alice; $1"; }
     started=$(sql "SELECT pg_postmaster_start_time()")
@@ -127,12 +127,14 @@ pg_virtualenv -t -v 15 -o shared_preload_libraries=pg_stat_statements,dfend \
     # The backfill'"'"'s old advisory lock key no longer blocks it.
     sql "CREATE TABLE bf_users (id int PRIMARY KEY, email text, dfend_id text)" >/dev/null
     sql "INSERT INTO bf_users SELECT g, \$\$bf\$\$ || g || \$\$@example.com\$\$ FROM generate_series(1, 50) g" >/dev/null
-    psql -XAtq -c "SET ROLE alice" \
-        -c "SELECT pg_advisory_lock((x\$\$64666e64\$\$::bigint << 32) | \$\$public.bf_users\$\$::regclass::oid::bigint)" \
+    # 0.1.0 took pg_advisory_xact_lock((x'"'"'64666e64'"'"'::bigint << 32) | table oid).
+    psql -XAtq -v ON_ERROR_STOP=1 -c "SET ROLE alice" \
+        -c "SELECT pg_advisory_lock((1684434532::bigint << 32) | \$\$public.bf_users\$\$::regclass::oid::bigint)" \
         -c "SELECT pg_sleep(60) /* advisory */" >/dev/null 2>&1 &
     advisory=$!
     advising() { [ "$(sql "SELECT count(*) FROM pg_stat_activity WHERE query LIKE \$\$%/* advisory */\$\$ AND state = \$\$active\$\$")" = 1 ]; }
     wait_until 10 advising || fail "the advisory lock holder started"
+    expect "another role holds the old advisory key" "$(sql "SELECT count(*) FROM pg_locks WHERE locktype = \$\$advisory\$\$ AND granted AND objid = \$\$public.bf_users\$\$::regclass::oid")" 1
     if out=$(PGOPTIONS="$PGOPTIONS -c statement_timeout=30s" psql -XAtq -v ON_ERROR_STOP=1 -c "CALL dfend_backfill(\$\$public.bf_users\$\$, user_id_column => \$\$id\$\$, id_column => \$\$dfend_id\$\$, email_column => \$\$email\$\$)" 2>&1); then
         pass "a role holding an advisory lock cannot make a backfill wait"
     else

@@ -1,0 +1,62 @@
+#!/bin/bash
+# ALTER EXTENSION dfend UPDATE from 0.1.0 (its install script is kept in
+# sql/ unchanged): attachments, pending entries and dead letters survive, the
+# updated objects are exactly those of a fresh install of the new version,
+# and the queue still drains.
+source "$(dirname "$0")/../lib.sh"
+make_run_dir
+trap 'stop_emulators; rm -rf "$DFEND_RUN_DIR"' EXIT
+start_emulator main --key sk_test_emulator
+export DFEND_EMULATOR_URL="http://127.0.0.1:$EMULATOR_PORT"
+write_key_file "$DFEND_RUN_DIR/api.key" sk_test_emulator
+
+pg_virtualenv -t -v 15 -o "dfend.api_url=$DFEND_EMULATOR_URL" \
+    -o "dfend.api_key_file=$DFEND_RUN_DIR/api.key" -o dfend.retry_base_delay=10ms bash -c '
+    source "$DFEND_ROOT/test/lib.sh"
+    # Every object of the extension, described by what defines it.
+    describe="SELECT string_agg(x, chr(10) ORDER BY x) FROM (
+        SELECT p.oid::regprocedure::text || \$\$ \$\$ || md5(p.prosrc) || \$\$ \$\$ ||
+               coalesce(array_to_string(p.proconfig, \$\$,\$\$), \$\$\$\$) || \$\$ \$\$ ||
+               p.prosecdef::text || \$\$ \$\$ || p.provolatile::text || \$\$ \$\$ || coalesce(p.proacl::text, \$\$\$\$) AS x
+        FROM pg_proc p JOIN pg_depend d ON d.classid = \$\$pg_proc\$\$::regclass AND d.objid = p.oid
+        JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = \$\$dfend\$\$
+        UNION ALL
+        SELECT c.oid::regclass::text || \$\$ \$\$ || c.relkind::text || \$\$ \$\$ || coalesce(c.relacl::text, \$\$\$\$) || \$\$ \$\$ ||
+               coalesce(md5(pg_get_viewdef(c.oid)), \$\$\$\$) || \$\$ \$\$ ||
+               (SELECT string_agg(a.attname || \$\$:\$\$ || format_type(a.atttypid, a.atttypmod), \$\$,\$\$ ORDER BY a.attnum)
+                FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)
+        FROM pg_class c JOIN pg_depend d ON d.classid = \$\$pg_class\$\$::regclass AND d.objid = c.oid
+        JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = \$\$dfend\$\$) s"
+
+    sql "CREATE DATABASE fresh" >/dev/null
+    PGDATABASE=fresh sql "CREATE EXTENSION dfend" >/dev/null
+    fresh=$(PGDATABASE=fresh sql "$describe")
+
+    sql "CREATE EXTENSION dfend VERSION \$\$0.1.0\$\$" >/dev/null
+    expect "0.1.0 installs from its own script" "$(sql "SELECT extversion FROM pg_extension WHERE extname = \$\$dfend\$\$")" 0.1.0
+    sql "CREATE TABLE users (id int PRIMARY KEY, email text, dfend_id text)" >/dev/null
+    sql "SELECT dfend_attach(\$\$users\$\$, \$\$id\$\$, \$\$dfend_id\$\$, \$\$email\$\$)" >/dev/null
+    sql "INSERT INTO users VALUES (1, \$\$not-an-email\$\$)" >/dev/null
+    sql "SELECT dfend_process_queue()" >/dev/null
+    sql "INSERT INTO users VALUES (2, \$\$two@example.com\$\$), (3, \$\$three@example.com\$\$)" >/dev/null
+    expect "before: one dead letter" "$(sql "SELECT count(*) FROM dfend_dead_letters")" 1
+    expect "before: two pending entries" "$(sql "SELECT count(*) FROM dfend_outbox WHERE state = \$\$pending\$\$")" 2
+
+    sql "ALTER EXTENSION dfend UPDATE" >/dev/null
+    expect "ALTER EXTENSION dfend UPDATE reaches 0.2.0" "$(sql "SELECT extversion FROM pg_extension WHERE extname = \$\$dfend\$\$")" 0.2.0
+    updated=$(sql "$describe")
+    if [ "$updated" = "$fresh" ]; then
+        pass "the updated objects are those of a fresh 0.2.0 install"
+    else
+        fail "the updated objects differ from a fresh 0.2.0 install"
+        diff <(echo "$fresh") <(echo "$updated") | head -20
+    fi
+    expect "the attachment survived" "$(sql "SELECT count(*) FROM dfend_attachments")" 1
+    expect "the dead letter survived" "$(sql "SELECT count(*) FROM dfend_dead_letters")" 1
+    expect "the pending entries drain" "$(sql "SELECT dfend_process_queue()")" 2
+    expect "their rows got ids" "$(sql "SELECT count(*) FROM users WHERE dfend_id IS NOT NULL")" 2
+    sql "UPDATE users SET email = \$\$one@example.com\$\$ WHERE id = 1" >/dev/null
+    expect "a new change is queued by the old trigger" "$(sql "SELECT dfend_process_queue()")" 1
+    expect "and stored" "$(sql "SELECT dfend_id IS NOT NULL FROM users WHERE id = 1")" t
+    exit $SCENARIO_FAILED
+'
