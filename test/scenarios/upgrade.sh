@@ -17,11 +17,11 @@ pg_virtualenv -t -v 15 -o "dfend.api_url=$DFEND_EMULATOR_URL" \
     describe="SELECT string_agg(x, chr(10) ORDER BY x) FROM (
         SELECT p.oid::regprocedure::text || \$\$ \$\$ || md5(p.prosrc) || \$\$ \$\$ ||
                coalesce(array_to_string(p.proconfig, \$\$,\$\$), \$\$\$\$) || \$\$ \$\$ ||
-               p.prosecdef::text || \$\$ \$\$ || p.provolatile::text || \$\$ \$\$ || coalesce(p.proacl::text, \$\$\$\$) AS x
+               p.prosecdef::text || \$\$ \$\$ || p.provolatile::text || \$\$ \$\$ || coalesce((SELECT string_agg(a::text, \$\$,\$\$ ORDER BY a::text) FROM unnest(p.proacl) a), \$\$\$\$) AS x
         FROM pg_proc p JOIN pg_depend d ON d.classid = \$\$pg_proc\$\$::regclass AND d.objid = p.oid
         JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = \$\$dfend\$\$
         UNION ALL
-        SELECT c.oid::regclass::text || \$\$ \$\$ || c.relkind::text || \$\$ \$\$ || coalesce(c.relacl::text, \$\$\$\$) || \$\$ \$\$ ||
+        SELECT c.oid::regclass::text || \$\$ \$\$ || c.relkind::text || \$\$ \$\$ || coalesce((SELECT string_agg(a::text, \$\$,\$\$ ORDER BY a::text) FROM unnest(c.relacl) a), \$\$\$\$) || \$\$ \$\$ ||
                coalesce(md5(pg_get_viewdef(c.oid)), \$\$\$\$) || \$\$ \$\$ ||
                (SELECT string_agg(a.attname || \$\$:\$\$ || format_type(a.atttypid, a.atttypmod), \$\$,\$\$ ORDER BY a.attnum)
                 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)
