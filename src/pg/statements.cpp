@@ -344,8 +344,13 @@ void scrub_report(ErrorData *report)
     }
     if (replaced || !fixed_text(report)) {
         // log_statement, durations, "parse <unnamed>: ...": the prefix stays.
-        replace_text(&report->message, replaced ? replaced : pstrdup(kRedactedMessage));
-        replace_text(&report->detail, nullptr); // e.g. "parameters: $1 = '...'"
+        // postgres.c's other messages ("duration: 0.1 ms") quote no part of
+        // a statement; its details can ("parameters: $1 = '...'").
+        if (replaced)
+            replace_text(&report->message, replaced);
+        else if (!reported_from(report, "postgres.c"))
+            replace_text(&report->message, pstrdup(kRedactedMessage));
+        replace_text(&report->detail, nullptr);
         replace_text(&report->detail_log, nullptr);
         replace_text(&report->hint, nullptr);
     }
