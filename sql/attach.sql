@@ -164,12 +164,13 @@ DROP ROLE dfend_outsider;
 
 -- A rejected key is the same for every row: entries stay pending, cost no
 -- attempt, and nothing is dead-lettered.
-SET dfend.api_key = 'sk_wrong';
+\getenv wrong_key_file DFEND_WRONG_KEY_FILE
+SET dfend.api_key_file = :'wrong_key_file';
 INSERT INTO users (id, email) VALUES (9, 'nine@example.com');
 SELECT dfend_process_queue();
 SELECT state, attempts, next_attempt_at > now() + interval '20 seconds' AS later, last_error
 FROM dfend_outbox;
-RESET dfend.api_key;
+RESET dfend.api_key_file;
 UPDATE dfend_outbox SET next_attempt_at = now();
 SELECT dfend_process_queue();
 

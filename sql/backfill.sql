@@ -153,10 +153,11 @@ SELECT count(dfend_id) AS stored FROM bf_faults;
 SELECT count(*) AS dead_letters FROM dfend_outbox WHERE table_name = 'bf_faults'::regclass;
 RESET dfend.max_retries;
 -- A rejected key stops the run too, rather than dead-lettering every row.
-SET dfend.api_key = 'sk_wrong';
+\getenv wrong_key_file DFEND_WRONG_KEY_FILE
+SET dfend.api_key_file = :'wrong_key_file';
 CALL dfend_backfill('bf_faults', user_id_column => 'id', id_column => 'dfend_id');
 \echo :LAST_ERROR_SQLSTATE
-RESET dfend.api_key;
+RESET dfend.api_key_file;
 SELECT count(*) AS dead_letters FROM dfend_outbox WHERE table_name = 'bf_faults'::regclass;
 -- A few rows that keep failing do not stop a run: they are reported.
 CALL dfend_backfill('bf_faults', user_id_column => 'id', id_column => 'dfend_id');

@@ -3,10 +3,11 @@
 SET dfend.max_retries = 0;
 
 -- 401: the key is wrong. 28000 with a hint; the key is never in the message.
-SET dfend.api_key = 'sk_wrong_key';
+\getenv wrong_key_file DFEND_WRONG_KEY_FILE
+SET dfend.api_key_file = :'wrong_key_file';
 SELECT try_verbose($$SELECT dfend_register_identity('e-1')$$);
 SELECT try_verbose($$SELECT dfend_get_identity('e-1')$$);
-RESET dfend.api_key;
+RESET dfend.api_key_file;
 
 -- 400: DFend rejects the request. 22023 with DFend's words in DETAIL.
 \! test/emu config '{"fail_user_ids": ["e-rejected"]}'

@@ -40,10 +40,11 @@ SELECT created FROM dfend_register_identity('r-5');
 \! test/emu config '{"fail_user_ids": ["r-6"]}'
 SELECT try($$SELECT dfend_register_identity('r-6')$$);
 \! test/emu stat posts
-SET dfend.api_key = 'sk_wrong';
+\getenv wrong_key_file DFEND_WRONG_KEY_FILE
+SET dfend.api_key_file = :'wrong_key_file';
 SELECT try($$SELECT dfend_register_identity('r-7')$$);
 \! test/emu stat posts
-RESET dfend.api_key;
+RESET dfend.api_key_file;
 
 -- dfend.max_retries = 0 makes one attempt.
 \! test/emu reset

@@ -55,9 +55,10 @@ CALL dfend_backfill('legacy_users', user_id_column => 'id', id_column => 'dfend_
 SELECT count(*) AS users, count(dfend_id) AS with_dfend_id FROM legacy_users;
 
 \echo
-\echo '-- 8. The key is never shown, not even to a superuser: the file route shows nothing,'
-\echo '--    and a key set directly shows as a mask.'
+\echo '-- 8. The key never travels in SQL: it lives in a key file (or postgresql.conf, shown'
+\echo '--    as a mask), and a statement that would carry it is refused, superusers included.'
 SHOW dfend.api_key;
+\set ON_ERROR_STOP 0
 SET dfend.api_key = 'sk_demo_secret_key';
-SHOW dfend.api_key;
+\set ON_ERROR_STOP 1
 \echo

@@ -72,6 +72,10 @@ start_emulator wronghost --key sk_test_emulator --tls-cert "$DFEND_RUN_DIR/certs
 export DFEND_WRONGHOST_URL="https://localhost:$EMULATOR_PORT"
 export DFEND_CA_FILE="$DFEND_RUN_DIR/certs/ca.pem"
 write_key_file "$DFEND_RUN_DIR/api.key" sk_test_emulator
+# A key DFend rejects, for tests of a wrong key (sql/*.sql: no SQL text may
+# carry a key, so they switch dfend.api_key_file to this path).
+write_key_file "$DFEND_RUN_DIR/wrong.key" sk_wrong_key
+export DFEND_WRONG_KEY_FILE="$DFEND_RUN_DIR/wrong.key"
 rm -rf results regression.diffs regression.out
 set +e
 pg_virtualenv -t -v 15 \

@@ -32,11 +32,12 @@ double max_rate = 0;
 int worker_poll_interval_ms = 10000;
 int table_timeout = 5000;
 
-// The real key travels as the setting's "extra", which PostgreSQL saves and
-// restores with the displayed value (SET LOCAL, RESET, rollback), so the
-// displayed value can be a constant mask. A constant mask also means a
-// reload never logs "parameter changed to <key>": the value PostgreSQL
-// compares before and after is the mask.
+// The real key travels as the setting's "extra", which PostgreSQL keeps with
+// the displayed value, so the displayed value can be a constant mask. A
+// constant mask also means a reload never logs "parameter changed to <key>":
+// the value PostgreSQL compares before and after is the mask. The setting is
+// PGC_SIGHUP: only postgresql.conf (or the server's command line) sets it;
+// statements that would carry it are refused in statements.cpp.
 struct ApiKey {
     GucSource source;
     char key[FLEXIBLE_ARRAY_MEMBER];
@@ -56,8 +57,8 @@ bool check_api_key(char **newval, void **extra, GucSource source)
                              "function setting");
             GUC_check_errdetail("Such settings are kept in catalogs that every role can "
                                 "read.");
-            GUC_check_errhint("Set dfend.api_key_file, or dfend.api_key in "
-                              "postgresql.conf.");
+            GUC_check_errhint("Put the key in the file named by dfend.api_key_file, or "
+                              "set dfend.api_key in postgresql.conf and reload.");
             return false;
         }
         char problem[256] = "";
@@ -129,8 +130,9 @@ void define_settings()
         &api_url, "https://api.dfend.app", PGC_SUSET, 0, check_api_url, nullptr, nullptr);
     DefineCustomStringVariable(
         "dfend.api_key", "Sets the DFend secret API key sent as x-api-key.",
-        "Shown masked. Prefer dfend.api_key_file; when set, this takes precedence.",
-        &api_key_shown, "", PGC_SUSET, GUC_SUPERUSER_ONLY | GUC_NOT_IN_SAMPLE,
+        "Shown masked. Set in postgresql.conf only; prefer dfend.api_key_file. When set, "
+        "this takes precedence.",
+        &api_key_shown, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY | GUC_NOT_IN_SAMPLE,
         check_api_key, assign_api_key, nullptr);
     DefineCustomStringVariable(
         "dfend.api_key_file", "Sets the path of a file holding the DFend secret API key.",

@@ -20,8 +20,15 @@ pg_virtualenv -t -v 15 -o "dfend.api_url=$DFEND_URL" -o "dfend.api_key=sk_test_e
         "$(sql "SELECT dfend_register_identity(\$\$p-1\$\$)")" "not in shared_preload_libraries"
     expect_match "with a HINT" \
         "$(sql "SELECT dfend_register_identity(\$\$p-1\$\$)")" "HINT:  Add dfend to shared_preload_libraries"
-    expect "a superuser SET in the session is used" \
-        "$(psql -XAtq -c "SET dfend.api_key = \$\$sk_test_emulator\$\$" -c "SELECT created FROM dfend_register_identity(\$\$p-2\$\$)" 2>&1)" "t"
+    # The hook-less path: before the library loads, dfend.api_key is a plain
+    # placeholder that a session may SET (no dfend hook sees that statement);
+    # the value is dropped when the library loads, never used.
+    expect_match "without preloading, a SET before loading is not used" \
+        "$(psql -XAtq -c "SET dfend.api_key = \$\$sk_test_emulator\$\$" -c "SELECT created FROM dfend_register_identity(\$\$p-2\$\$)" 2>&1)" \
+        "not in shared_preload_libraries"
+    expect_match "once loaded, a SET is refused" \
+        "$(psql -XAtq -c "LOAD \$\$dfend\$\$" -c "SET dfend.api_key = \$\$sk_test_emulator\$\$" 2>&1)" \
+        "cannot be set in a session"
 ' | tee "$DFEND_RUN_DIR/a.out"
 grep -q '^not ok' "$DFEND_RUN_DIR/a.out" && SCENARIO_FAILED=1
 
