@@ -100,12 +100,6 @@ AttrNumber column_number(Oid table, const char *column)
     return number;
 }
 
-// A column as it is stored (read with bounded_text), or a NULL.
-char *column_or_null(const char *column)
-{
-    return column ? psprintf("t.%s", quote_identifier(column)) : pstrdup("NULL");
-}
-
 // The schema of the calling function: the extension's schema.
 char *own_schema(FunctionCallInfo fcinfo)
 {
@@ -208,14 +202,6 @@ char *to_utf8(char *value)
     if (!value)
         return nullptr;
     return pg_server_to_any(value, (int) strlen(value), PG_UTF8);
-}
-
-ArrayType *text_array(char **values, int count)
-{
-    Datum *datums = (Datum *) palloc(sizeof(Datum) * (count > 0 ? count : 1));
-    for (int i = 0; i < count; ++i)
-        datums[i] = CStringGetTextDatum(values[i]);
-    return construct_array(datums, count, TEXTOID, -1, false, TYPALIGN_INT);
 }
 
 // C++-style: `text` in the server encoding, palloc'd. When the server does

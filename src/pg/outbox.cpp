@@ -87,11 +87,6 @@ struct Settlement {
 char *cached_schema = nullptr;
 Oid cached_namespace = InvalidOid;
 
-char *column_or_null(const char *column)
-{
-    return column ? psprintf("t.%s", quote_identifier(column)) : pstrdup("NULL");
-}
-
 OwnerLimits table_limits()
 {
     // A lock held by a session on one table, or a slow trigger, holds up the
@@ -155,14 +150,6 @@ bool read_mapping(const char *schema, Oid table, Mapping *mapping)
                                     "operator",
                                     mapping->user_id_column, mapping->table_sql);
     return true;
-}
-
-ArrayType *text_array(char **values, int count)
-{
-    Datum *datums = (Datum *) palloc(sizeof(Datum) * std::max(count, 1));
-    for (int i = 0; i < count; ++i)
-        datums[i] = CStringGetTextDatum(values[i]);
-    return construct_array(datums, count, TEXTOID, -1, false, TYPALIGN_INT);
 }
 
 // Runs the requests: the only part that leaves PostgreSQL.

@@ -38,6 +38,19 @@ char *btree_operator(Oid type, int16 strategy)
     return result;
 }
 
+char *column_or_null(const char *column)
+{
+    return column ? psprintf("t.%s", quote_identifier(column)) : pstrdup("NULL");
+}
+
+ArrayType *text_array(char **values, int count)
+{
+    Datum *datums = (Datum *) palloc(sizeof(Datum) * (count > 0 ? count : 1));
+    for (int i = 0; i < count; ++i)
+        datums[i] = CStringGetTextDatum(values[i]);
+    return construct_array(datums, count, TEXTOID, -1, false, TYPALIGN_INT);
+}
+
 char *server_string(const std::string &utf8)
 {
     return pg_call([&] {
