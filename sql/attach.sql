@@ -235,3 +235,19 @@ DROP ROLE dfend_table_owner;
 SELECT dfend_detach('users');
 DROP TABLE users CASCADE;
 \! test/emu stat identities
+
+-- A LATIN1 database: the outbox sends UTF-8, as the sync and backfill paths do.
+CREATE DATABASE dfend_latin1 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0;
+\c dfend_latin1
+SET client_encoding = 'UTF8';
+SET client_min_messages = warning;
+CREATE EXTENSION dfend;
+CREATE TABLE users (id int PRIMARY KEY, email text, meta jsonb, dfend_id text);
+SELECT dfend_attach('users', 'id', 'dfend_id', 'email', metadata_column => 'meta');
+INSERT INTO users VALUES (1, 'jose@example.com', '{"name": "José"}');
+SELECT dfend_process_queue();
+SELECT id, dfend_id IS NOT NULL AS has_id FROM users;
+SELECT count(*) AS dead FROM dfend_dead_letters;
+SELECT dfend_get_identity('1')->'metadata' AS metadata;
+\c contrib_regression
+DROP DATABASE dfend_latin1;

@@ -187,15 +187,6 @@ Target resolve_target(FunctionCallInfo fcinfo, Oid table, const char *user_id_co
     return target;
 }
 
-// The length of char(n) text without its padding, as char(n)::text has it.
-int bpchar_length(const char *text)
-{
-    int length = (int) strlen(text);
-    while (length > 0 && text[length - 1] == ' ')
-        --length;
-    return length;
-}
-
 // Text in the server encoding converted to UTF-8 (what DFend speaks).
 char *to_utf8(char *value)
 {
@@ -341,6 +332,15 @@ void execute(const char *query, int nargs, Oid *types, Datum *values, const char
         elog(ERROR, "dfend backfill statement failed: %s", SPI_result_code_string(result));
 }
 
+void warn_oversized_keys(int count, const Target &target, const char *what_happened)
+{
+    if (count > 0)
+        ereport(WARNING, (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+                          errmsg("%d rows of %s have a user id longer than %d bytes", count,
+                                 target.table_sql, kMaxFieldBytes),
+                          errdetail("%s", what_happened)));
+}
+
 // Marks the rows that already have a dead letter (the outbox is dfend's, so
 // this is read as the caller, not as the table's owner). Rows of one user id
 // follow each other, so a sorted merge finds them.
@@ -465,7 +465,6 @@ Datum dfend_backfill_batch(PG_FUNCTION_ARGS)
         ReThrowError(error);
     int count = (int) tuples->numvals;
     TupleDesc desc = tuples->tupdesc;
-    bool key_is_bpchar = getBaseType(target.key_type) == BPCHAROID;
 
     BatchRow *rows = (BatchRow *) palloc0(sizeof(BatchRow) * (count > 0 ? count : 1));
     RowResult *results = (RowResult *) palloc0(sizeof(RowResult) * (count > 0 ? count : 1));
@@ -473,36 +472,23 @@ Datum dfend_backfill_batch(PG_FUNCTION_ARGS)
     for (int i = 0; i < count; ++i) {
         HeapTuple tuple = tuples->vals[i];
         bool isnull;
-        bool too_large = false;
         rows[i].key = SPI_getbinval(tuple, desc, 1, &isnull);
-        rows[i].user_id = bounded_text(tuple, desc, 1, &too_large);
-        if (too_large) { // no request, no dead letter: it cannot even be named
+        rows[i].user_id = bounded_key_text(tuple, desc, 1);
+        if (!rows[i].user_id) { // no request, no dead letter: it cannot even be named
             rows[i].skipped = true;
             ++oversized_keys;
             continue;
         }
-        if (key_is_bpchar) // as key::text, which the outbox and dead letters hold
-            rows[i].user_id[bpchar_length(rows[i].user_id)] = '\0';
-        rows[i].duplicate = i > 0 && !rows[i - 1].skipped && rows[i - 1].user_id &&
+        rows[i].duplicate = i > 0 && !rows[i - 1].skipped &&
                             strcmp(rows[i].user_id, rows[i - 1].user_id) == 0;
         rows[i].user_id_utf8 = to_utf8(rows[i].user_id);
-        static const char *const field_names[] = {"email", "phone", "metadata"};
-        char **fields[] = {&rows[i].email_utf8, &rows[i].phone_utf8, &rows[i].metadata_utf8};
-        for (int f = 0; f < 3; ++f) {
-            *fields[f] = to_utf8(bounded_text(tuple, desc, 2 + f, &too_large));
-            if (too_large) {
-                rows[i].too_large = psprintf("the %s of the row is larger than %d bytes",
-                                             field_names[f], kMaxFieldBytes);
-                break;
-            }
-        }
+        char *email, *phone, *metadata;
+        rows[i].too_large = read_contact_fields(tuple, desc, 2, &email, &phone, &metadata);
+        rows[i].email_utf8 = to_utf8(email);
+        rows[i].phone_utf8 = to_utf8(phone);
+        rows[i].metadata_utf8 = to_utf8(metadata);
     }
-    if (oversized_keys > 0)
-        ereport(WARNING,
-                (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-                 errmsg("%d rows of %s have a user id longer than %d bytes", oversized_keys,
-                        target.table_sql, kMaxFieldBytes),
-                 errdetail("They were skipped: no request was sent for them.")));
+    warn_oversized_keys(oversized_keys, target, "They were skipped: no request was sent for them.");
 
     skip_dead_letters(target, rows, count);
     for (int i = 0; i < count; ++i)
@@ -672,7 +658,6 @@ Datum dfend_enqueue_backfill(PG_FUNCTION_ARGS)
                                    nullptr, false);
     char *key_type = format_type_extended(target.key_type, target.key_typmod,
                                           FORMAT_TYPE_TYPEMOD_GIVEN | FORMAT_TYPE_FORCE_QUALIFY);
-    bool key_is_bpchar = getBaseType(target.key_type) == BPCHAROID;
     char *first = psprintf("SELECT t.%s FROM %s AS t WHERE t.%s IS NULL AND t.%s IS NOT NULL "
                            "ORDER BY t.%s LIMIT %d",
                            target.key_sql, target.table_sql, target.id_sql, target.key_sql,
@@ -710,15 +695,10 @@ Datum dfend_enqueue_backfill(PG_FUNCTION_ARGS)
         char **texts = (char **) palloc(sizeof(char *) * (rows > 0 ? rows : 1));
         int text_count = 0;
         for (int i = 0; i < rows; ++i) {
-            bool too_large = false;
-            char *key = bounded_text(keys->vals[i], keys->tupdesc, 1, &too_large);
-            if (too_large) {
+            if (char *key = bounded_key_text(keys->vals[i], keys->tupdesc, 1))
+                texts[text_count++] = key;
+            else
                 ++oversized_keys;
-                continue;
-            }
-            if (key_is_bpchar)
-                key[bpchar_length(key)] = '\0';
-            texts[text_count++] = key;
         }
         if (text_count > 0) {
             Oid types[2] = {REGCLASSOID, TEXTARRAYOID};
@@ -735,12 +715,7 @@ Datum dfend_enqueue_backfill(PG_FUNCTION_ARGS)
         if (rows < kChunk)
             break;
     }
-    if (oversized_keys > 0)
-        ereport(WARNING,
-                (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-                 errmsg("%d rows of %s have a user id longer than %d bytes", oversized_keys,
-                        target.table_sql, kMaxFieldBytes),
-                 errdetail("They were not queued.")));
+    warn_oversized_keys(oversized_keys, target, "They were not queued.");
     internal_sql_end(guc_level);
     SPI_finish();
     if (count > 0)

@@ -47,6 +47,8 @@ struct Entry {
 // One request for one user of one table (several entries may share it).
 struct JobInput {
     char *user_id; // as stored in the outbox: the row's key as text
+    // What DFend is sent: UTF-8, whatever the server encoding.
+    char *user_id_utf8;
     char *email;
     char *phone;
     char *metadata;
@@ -165,7 +167,7 @@ void run_requests(JobInput *inputs, int count, JobResult *results, const OutboxS
         for (int i = 0; i < count; ++i) {
             Job job;
             job.tag = static_cast<std::uint64_t>(i);
-            job.request = make_register_request(inputs[i].user_id, inputs[i].email,
+            job.request = make_register_request(inputs[i].user_id_utf8, inputs[i].email,
                                                 inputs[i].phone, inputs[i].metadata,
                                                 inputs[i].merge);
             requests.submit(std::move(job));
@@ -496,17 +498,9 @@ OutboxResult process_outbox(int max_rows)
             }
             char *too_large = nullptr;
             JobInput job = {};
-            if (found && !(has_id && all_inserts)) {
-                static const char *const field_names[] = {"email", "phone", "metadata"};
-                char **fields[] = {&job.email, &job.phone, &job.metadata};
-                for (int f = 0; f < 3 && !too_large; ++f) {
-                    bool large = false;
-                    *fields[f] = bounded_text(found, rows->tupdesc, 2 + f, &large);
-                    if (large)
-                        too_large = psprintf("the %s of the row is larger than %d bytes",
-                                             field_names[f], kMaxFieldBytes);
-                }
-            }
+            if (found && !(has_id && all_inserts))
+                too_large = read_contact_fields(found, rows->tupdesc, 2, &job.email, &job.phone,
+                                                &job.metadata);
             if (!found || (has_id && all_inserts)) {
                 for (int k = i; k < same_end; ++k)
                     done[done_count++] = entries[k].entry_id;
@@ -516,6 +510,10 @@ OutboxResult process_outbox(int max_rows)
                         Settlement{entries[k].entry_id, Fate::RowFault, too_large, 0};
             } else {
                 job.user_id = entries[i].user_id;
+                job.user_id_utf8 = utf8_string(job.user_id);
+                job.email = utf8_string(job.email);
+                job.phone = utf8_string(job.phone);
+                job.metadata = utf8_string(job.metadata);
                 job.merge = mapping.merge || any_update;
                 jobs[job_count] = job;
                 for (int k = i; k < same_end; ++k)

@@ -223,4 +223,34 @@ char *bounded_text(HeapTuple row, TupleDesc desc, int column, bool *too_large)
     return OidOutputFunctionCall(output, value);
 }
 
+char *read_contact_fields(HeapTuple row, TupleDesc desc, int first_column, char **email,
+                          char **phone, char **metadata)
+{
+    static const char *const names[] = {"email", "phone", "metadata"};
+    char **fields[] = {email, phone, metadata};
+    for (int f = 0; f < 3; ++f) {
+        bool too_large = false;
+        *fields[f] = bounded_text(row, desc, first_column + f, &too_large);
+        if (too_large)
+            return psprintf("the %s of the row is larger than %d bytes", names[f],
+                            kMaxFieldBytes);
+    }
+    return nullptr;
+}
+
+char *bounded_key_text(HeapTuple row, TupleDesc desc, int column)
+{
+    bool too_large = false;
+    char *text = bounded_text(row, desc, column, &too_large);
+    if (!text || too_large)
+        return nullptr;
+    if (getBaseType(TupleDescAttr(desc, column - 1)->atttypid) == BPCHAROID) {
+        int length = (int) strlen(text);
+        while (length > 0 && text[length - 1] == ' ')
+            --length;
+        text[length] = '\0';
+    }
+    return text;
+}
+
 } // namespace dfend::pg

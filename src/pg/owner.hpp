@@ -94,4 +94,14 @@ bool holds_dfend_ids(Oid type);
 // decompressed or fetched.
 char *bounded_text(HeapTuple row, TupleDesc desc, int column, bool *too_large);
 
+// The email, phone and metadata of a row (columns first_column to
+// first_column + 2, as bounded_text reads them). Returns nullptr, or why the
+// row cannot be sent: "the email of the row is larger than N bytes".
+char *read_contact_fields(HeapTuple row, TupleDesc desc, int first_column, char **email,
+                          char **phone, char **metadata);
+
+// A user id column's value as its text (key::text: char(n) without its
+// padding), or nullptr when it is longer than kMaxFieldBytes.
+char *bounded_key_text(HeapTuple row, TupleDesc desc, int column);
+
 } // namespace dfend::pg
