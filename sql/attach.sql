@@ -239,6 +239,7 @@ DROP TABLE users CASCADE;
 -- A LATIN1 database: the outbox sends UTF-8, as the sync and backfill paths do.
 CREATE DATABASE dfend_latin1 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0;
 \c dfend_latin1
+\! test/emu reset
 SET client_encoding = 'UTF8';
 SET client_min_messages = warning;
 CREATE EXTENSION dfend;
