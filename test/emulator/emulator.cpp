@@ -155,7 +155,7 @@ struct Config {
   bool error_echo_key = false;
   // Replies that attack the client's handling of reply text (see README):
   // "none" | "escaped_key" | "split_key" | "invalid_utf8_error" |
-  // "invalid_utf8_success".
+  // "invalid_utf8_success" | "unicode_error".
   std::string reply_fault = "none";
   // Deterministic faults: "the next N requests fail". Parsed here, then moved
   // into the g_next_* counters when a config update is committed; -1 = keep.
@@ -245,10 +245,11 @@ std::string apply_config(Config &c, const json &j) {
     else if (k == "error_echo_key") err = get_bool(c.error_echo_key);
     else if (k == "reply_fault") {
       static const std::unordered_set<std::string> kModes = {
-          "none", "escaped_key", "split_key", "invalid_utf8_error", "invalid_utf8_success"};
+          "none", "escaped_key", "split_key", "invalid_utf8_error", "invalid_utf8_success",
+          "unicode_error"};
       if (!v.is_string() || !kModes.count(v.get<std::string>()))
         err = "reply_fault must be \"none\", \"escaped_key\", \"split_key\", "
-              "\"invalid_utf8_error\" or \"invalid_utf8_success\"";
+              "\"invalid_utf8_error\", \"invalid_utf8_success\" or \"unicode_error\"";
       else
         c.reply_fault = v.get<std::string>();
     } else if (k == "drop_mode") {
@@ -560,6 +561,11 @@ bool reply_fault_before(const ReqInfo &ri, httplib::Response &res) {
     res.status = 400;
     res.set_content("{\"error\":\"invalid request for key " + split_key(ri.key) + "\"}",
                     "application/json");
+    return true;
+  }
+  if (mode == "unicode_error") {
+    res.status = 400;
+    res.set_content("{\"error\":\"requ\u00eate refus\u00e9e \u2713 \u20ac5\"}", "application/json");
     return true;
   }
   if (mode == "invalid_utf8_error") {

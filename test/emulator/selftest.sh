@@ -436,6 +436,9 @@ check "invalid_utf8_success: POST 200" is "$ST" 200
 check "invalid_utf8_success: the body is not UTF-8" not_utf8 "$BODY"
 get '{"userId":"rf3"}'
 check "invalid_utf8_success: GET 200, not UTF-8" bash -c '[ "$1" = 200 ] && ! printf "%s" "$2" | python3 -c "import sys; sys.stdin.buffer.read().decode()" 2>/dev/null' _ "$ST" "$BODY"
+admin_config '{"reply_fault":"unicode_error"}'
+post '{"userId":"rf4"}'
+check "unicode_error: 400 with non-ASCII words" jtrue "$BODY" "d == {'error': 'requ\u00eate refus\u00e9e \u2713 \u20ac5'}"
 admin_config '{"reply_fault":"bogus"}'
 check "reply_fault: an unknown mode is refused" is "$ST" 400
 admin_config '{"reply_fault":"none"}'
