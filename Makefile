@@ -11,7 +11,7 @@ OBJS = $(CORE_SRCS:.cpp=.o) $(PG_SRCS:.cpp=.o)
 # Regression tests: sql/NAME.sql with expected/NAME.out (sql/dfend--*.sql are
 # the extension's install and upgrade scripts). They need the emulator and
 # settings that test/run-tests.sh provides.
-REGRESS = setup register validation errors retries secrecy tls cancel attach backfill attacks
+REGRESS = setup register validation errors retries secrecy tls cancel attach backfill replies attacks
 REGRESS_OPTS = --load-extension=dfend
 
 PG_CPPFLAGS = -I$(srcdir)/src

@@ -5,6 +5,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cctype>
+#include <vector>
+
 namespace dfend {
 
 using nlohmann::json;
@@ -14,6 +17,24 @@ namespace {
 Error bad_response(std::string message, std::string detail = {})
 {
     return Error(ErrorKind::BadResponse, std::move(message), std::move(detail));
+}
+
+// nlohmann's message without its "last read: '...'" part, which quotes the
+// body (bytes that are not UTF-8, a part of an echoed key).
+std::string parse_error_text(const json::parse_error &e)
+{
+    std::string text = e.what();
+    std::size_t quote = text.find("; last read:");
+    if (quote != std::string::npos)
+        text.erase(quote);
+    std::size_t tag = text.find("] ");
+    if (text.rfind("[json.exception", 0) == 0 && tag != std::string::npos)
+        text.erase(0, tag + 2);
+    if (!text.empty()) {
+        text[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(text[0])));
+        text += '.';
+    }
+    return text;
 }
 
 // Parses untrusted JSON with a depth limit; nullopt when it is not valid.
@@ -54,8 +75,11 @@ std::optional<json> parse_bounded(std::string_view text, std::string *why)
     }
     try {
         return json::parse(text.begin(), text.end());
+    } catch (const json::parse_error &e) {
+        *why = parse_error_text(e);
+        return std::nullopt;
     } catch (const json::exception &e) {
-        *why = e.what();
+        *why = "The body is not valid JSON.";
         return std::nullopt;
     }
 }
@@ -107,6 +131,97 @@ std::string dump_request(const json &body)
                     "DFend's API takes JSON, which must be UTF-8.");
     }
 }
+
+// Writes the JSON it is fed back as text, with the secret redacted from
+// every string (object keys too) in decoded form, so no escape
+// ("\u0073k_...") hides it. Numbers that are not integers are written as
+// the reply spelled them: a double would round 0.1000000000000000055511 and
+// integers past 2^64, which PostgreSQL's jsonb keeps exactly.
+class RedactingWriter : public nlohmann::json_sax<json> {
+  public:
+    explicit RedactingWriter(std::string_view secret) : secret_(secret) {}
+    std::string take() { return std::move(out_); }
+
+    bool null() override { return literal("null"); }
+    bool boolean(bool value) override { return literal(value ? "true" : "false"); }
+    bool number_integer(number_integer_t value) override
+    {
+        return literal(std::to_string(value));
+    }
+    bool number_unsigned(number_unsigned_t value) override
+    {
+        return literal(std::to_string(value));
+    }
+    bool number_float(number_float_t, const string_t &spelled) override
+    {
+        return literal(spelled);
+    }
+    bool string(string_t &value) override
+    {
+        before_value();
+        write_string(value);
+        return true;
+    }
+    bool binary(binary_t &) override { return false; }
+    bool start_object(std::size_t) override { return open('{'); }
+    bool key(string_t &name) override
+    {
+        before_value();
+        write_string(name);
+        out_ += ':';
+        after_key_ = true;
+        return true;
+    }
+    bool end_object() override { return close('}'); }
+    bool start_array(std::size_t) override { return open('['); }
+    bool end_array() override { return close(']'); }
+    bool parse_error(std::size_t, const std::string &, const nlohmann::detail::exception &) override
+    {
+        return false;
+    }
+
+  private:
+    // A comma before every element but the first; none after a key.
+    void before_value()
+    {
+        if (after_key_) {
+            after_key_ = false;
+        } else if (!first_.empty()) {
+            if (!first_.back())
+                out_ += ',';
+            first_.back() = false;
+        }
+    }
+    bool literal(const std::string &text)
+    {
+        before_value();
+        out_ += text;
+        return true;
+    }
+    bool open(char bracket)
+    {
+        before_value();
+        out_ += bracket;
+        first_.push_back(true);
+        return true;
+    }
+    bool close(char bracket)
+    {
+        out_ += bracket;
+        first_.pop_back();
+        return true;
+    }
+    void write_string(std::string &value)
+    {
+        redact_secret(value, secret_);
+        out_ += json(std::move(value)).dump(); // escapes quotes, backslashes, controls
+    }
+
+    std::string_view secret_;
+    std::string out_;
+    std::vector<bool> first_;
+    bool after_key_ = false;
+};
 
 } // namespace
 
@@ -165,7 +280,7 @@ std::string encode_lookup(LookupKey key, std::string_view value)
     return dump_request(body);
 }
 
-RegisterResult decode_register_response(std::string_view body)
+RegisterResult decode_register_response(std::string_view body, std::string_view secret)
 {
     json object = parse_response_object(body);
     auto id = object.find("id");
@@ -178,6 +293,15 @@ RegisterResult decode_register_response(std::string_view body)
         throw bad_response("unexpected response from DFend",
                            "The field \"id\" is longer than " +
                                std::to_string(kMaxUserIdBytes) + " bytes.");
+    // An id is stored in users' rows and compared as text: a plain token.
+    for (unsigned char c : result.id)
+        if (c < 0x21 || c > 0x7e)
+            throw bad_response("unexpected response from DFend",
+                               "The field \"id\" may contain only printable ASCII "
+                               "characters without spaces.");
+    if (!secret.empty() && result.id.find(secret) != std::string::npos)
+        throw bad_response("unexpected response from DFend",
+                           "The field \"id\" contains the API key.");
     for (auto [name, target] : {std::pair{"created", &result.created},
                                 std::pair{"merged", &result.merged}}) {
         auto field = object.find(name);
@@ -191,14 +315,18 @@ RegisterResult decode_register_response(std::string_view body)
     return result;
 }
 
-std::string decode_identity_response(std::string_view body)
+std::string decode_identity_response(std::string_view body, std::string_view secret)
 {
     json object = parse_response_object(body);
     auto id = object.find("id");
     if (id != object.end() && !id->is_string())
         throw bad_response("unexpected response from DFend",
                            "The field \"id\" is not a string.");
-    return std::string(body);
+    RedactingWriter writer(secret);
+    // The body parsed above, so a second pass cannot fail on the syntax.
+    if (!json::sax_parse(body.begin(), body.end(), &writer))
+        throw bad_response("invalid JSON in response from DFend");
+    return writer.take();
 }
 
 std::string extract_error_message(std::string_view body, std::string_view secret)
@@ -225,18 +353,9 @@ std::string extract_error_message(std::string_view body, std::string_view secret
             }
         }
     }
-    redact_secret(message, secret);
-    // Keep only printable text so a hostile body cannot forge log lines.
-    std::string clean;
-    for (unsigned char c : message) {
-        bool starts_character = (c & 0xC0) != 0x80;
-        if (starts_character && clean.size() >= kLimit) {
-            clean += "...";
-            break;
-        }
-        clean += (c < 0x20 || c == 0x7f) ? ' ' : static_cast<char>(c);
-    }
-    return clean;
+    // Printable text only, so a hostile body cannot forge log lines; the key
+    // redacted as the text reads, before the cut.
+    return safe_reply_text(message, secret, kLimit);
 }
 
 } // namespace dfend

@@ -42,14 +42,19 @@ std::string encode_register(const RegisterRequest &request);
 // The GET /identity body: {"userId": ...} or {"id": ...}.
 std::string encode_lookup(LookupKey key, std::string_view value);
 
-RegisterResult decode_register_response(std::string_view body);
+// The id must be a non-empty token of printable ASCII without spaces, at
+// most kMaxUserIdBytes long, that does not contain `secret`.
+RegisterResult decode_register_response(std::string_view body, std::string_view secret = {});
 // Checks the body is one JSON object that PostgreSQL's jsonb accepts and
-// returns it unchanged, so fields this code does not know survive.
-std::string decode_identity_response(std::string_view body);
+// returns it written again: every field kept (unknown ones too), numbers as
+// the reply spelled them, and `secret` redacted from every string and object
+// key in decoded form, so no JSON escape (\u0073k_...) hides it. The result
+// is valid UTF-8 without \u0000.
+std::string decode_identity_response(std::string_view body, std::string_view secret = {});
 // Best effort: DFend's own words from an error body ("error" or "message"),
-// cut to a readable length; empty when there are none.
-// Any occurrence of `secret` in the decoded text is redacted before the cut,
-// so neither an escaped (\u0073k_...) nor a cut key survives.
+// made safe by safe_reply_text (valid UTF-8, no control characters, `secret`
+// redacted in decoded form) and cut to about 300 bytes; empty when there are
+// none.
 std::string extract_error_message(std::string_view body, std::string_view secret = {});
 
 } // namespace dfend

@@ -128,7 +128,7 @@ void RequestEngine::finish(Slot &slot, CURLcode code, Clock::time_point now,
         HttpResponse response = slot.transfer->finish(slot.easy, code);
         failure = classify_response(response, false, client_.api_key);
         if (!failure)
-            result = decode_register_response(response.body);
+            result = decode_register_response(response.body, client_.api_key);
     } catch (Error &error) {
         failure = std::move(error);
     }

@@ -3,6 +3,7 @@
 #pragma once
 #include "pure.hpp"
 
+#include <cstddef>
 #include <exception>
 #include <string>
 #include <string_view>
@@ -26,8 +27,27 @@ enum class ErrorKind {
 
 const char *kind_name(ErrorKind kind) noexcept;
 
-// Replaces every occurrence of `secret` in `text` with "[redacted]".
+// Replaces every occurrence of `secret` in `text` with "[redacted]", also
+// when characters that show as nothing or as blank separate the secret's
+// characters (white space, control and invisible format characters, U+FFFD,
+// bytes that are not UTF-8): "sk_te\x01st" is as readable as "sk_test".
 void redact_secret(std::string &text, std::string_view secret);
+
+constexpr std::size_t kNoCut = static_cast<std::size_t>(-1);
+
+// The one way text from a reply (DFend's words, a body, libcurl's message
+// about the peer) becomes safe to show, store or return. In this order:
+//  1. every byte sequence that is not well-formed UTF-8 becomes U+FFFD;
+//  2. control characters (C0, DEL, C1) become a space, invisible format
+//     characters (bidi overrides, zero-width joiners, ...) are dropped;
+//  3. `secret` is redacted (redact_secret) in the text as it now reads;
+//  4. text longer than `cut` bytes is cut after the character that crosses
+//     `cut` bytes, and "..." is appended.
+// Everything that can join characters happens before the redaction, and the
+// cut after it, so neither a split nor a cut key survives. The result is
+// valid UTF-8 without control characters.
+std::string safe_reply_text(std::string_view text, std::string_view secret,
+                            std::size_t cut = kNoCut);
 
 // Worth another attempt: the same request may succeed a moment later.
 bool is_transient(ErrorKind kind) noexcept;
@@ -52,8 +72,10 @@ class Error : public std::exception {
     void set_retry_after_seconds(long s) noexcept { retry_after_s_ = s; }
 
     void append_detail(std::string_view sentence);
-    // Replaces every occurrence of `secret` in the texts: a last line of
-    // defence so that no server reply can echo the key into a message.
+    // Passes message, detail and hint through safe_reply_text: done on every
+    // Error that may carry a reply's words before it leaves the core, so no
+    // server reply can echo the key, a control character or invalid UTF-8
+    // into a message.
     void redact(std::string_view secret);
 
   private:

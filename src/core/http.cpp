@@ -141,7 +141,10 @@ HttpResponse Transfer::finish(CURL *easy, CURLcode code)
                         " bytes.");
     if (code != CURLE_OK) {
         ErrorKind kind = classify_curl_code(code);
-        std::string detail = error_buffer_[0] ? error_buffer_ : curl_easy_strerror(code);
+        // libcurl's words may quote the peer (a certificate's names, a
+        // status line): made safe like any other text from a reply.
+        std::string detail = safe_reply_text(
+            error_buffer_[0] ? error_buffer_ : curl_easy_strerror(code), options_.api_key);
         if (!detail.empty() && detail.back() != '.')
             detail += '.';
         const char *message = code == CURLE_SSL_CACERT_BADFILE

@@ -165,9 +165,9 @@ RegisterResult IdentityClient::register_identity(const RegisterRequest &request,
     http.body = encode_register(request); // validates before any network call
     std::optional<HttpResponse> response = send(std::move(http), settings, control, false);
     try {
-        return decode_register_response(response->body);
+        return decode_register_response(response->body, settings.api_key);
     } catch (Error &error) {
-        error.redact(settings.api_key); // parse errors quote the body
+        error.redact(settings.api_key); // a last line of defence: errors never quote the body
         throw;
     }
 }
@@ -185,9 +185,9 @@ std::optional<std::string> IdentityClient::get_identity(LookupKey key,
     if (!response)
         return std::nullopt;
     try {
-        return decode_identity_response(response->body);
+        return decode_identity_response(response->body, settings.api_key);
     } catch (Error &error) {
-        error.redact(settings.api_key); // parse errors quote the body
+        error.redact(settings.api_key); // a last line of defence: errors never quote the body
         throw;
     }
 }

@@ -195,19 +195,6 @@ char *to_utf8(char *value)
     return pg_server_to_any(value, (int) strlen(value), PG_UTF8);
 }
 
-// C++-style: `text` in the server encoding, palloc'd. When the server does
-// not speak UTF-8, bytes outside ASCII in DFend's words become '?' rather
-// than fail the batch on a conversion error.
-char *server_text(const std::string &utf8, bool server_is_utf8)
-{
-    std::string text = utf8;
-    if (!server_is_utf8)
-        for (char &c : text)
-            if (static_cast<unsigned char>(c) >= 0x80)
-                c = '?';
-    return pg_call([&] { return pstrdup(text.c_str()); });
-}
-
 std::string error_text(const Error &error)
 {
     std::string text = error.message();
@@ -231,7 +218,6 @@ bool needs_request(const BatchRow &row)
 struct BatchSettings {
     bool merge;
     bool dry_run;
-    bool server_is_utf8;
     int concurrency;
     double max_rate;
 };
@@ -255,7 +241,7 @@ void handle_rows(const BatchRow *rows, int count, RowResult *results,
                 results[i].fate = kStored; // would be sent
             } catch (const Error &error) {
                 results[i].fate = kDead;
-                results[i].error = server_text(error_text(error), settings.server_is_utf8);
+                results[i].error = server_text(error_text(error));
             }
         }
         return;
@@ -292,14 +278,14 @@ void handle_rows(const BatchRow *rows, int count, RowResult *results,
         if (outcome.result) {
             result.fate = kStored;
             result.created = outcome.result->created;
-            result.id = server_text(outcome.result->id, settings.server_is_utf8);
+            result.id = server_string(outcome.result->id); // printable ASCII, checked by the core
             ++stored;
             continue;
         }
         const Error &error = *outcome.error;
         if (outcome.permanent) { // the row's own data
             result.fate = kDead;
-            result.error = server_text(error_text(error), settings.server_is_utf8);
+            result.error = server_text(error_text(error));
             continue;
         }
         // Anything else may succeed later: retried by a later pass, and
@@ -410,7 +396,6 @@ Datum dfend_backfill_batch(PG_FUNCTION_ARGS)
     settings.max_rate = PG_ARGISNULL(11) ? 0 : PG_GETARG_FLOAT8(11);
     settings.dry_run = PG_GETARG_BOOL(12);
     int report_limit = PG_ARGISNULL(13) ? 0 : PG_GETARG_INT32(13);
-    settings.server_is_utf8 = GetDatabaseEncoding() == PG_UTF8;
     if (batch_size < 1 || batch_size > 100000)
         ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
                         errmsg("batch_size must be between 1 and 100000")));

@@ -1,4 +1,5 @@
 #include "border.hpp"
+#include "values.hpp"
 
 #include <new>
 #include <tuple>
@@ -66,17 +67,17 @@ void raise_captured(const CapturedError *error)
         // let it raise its own error (57014 with its usual message, or FATAL).
         CHECK_FOR_INTERRUPTS();
     }
-    // Copied byte-wise from longer text: never end inside a character.
-    char message[sizeof error->message];
-    char detail[sizeof error->detail];
-    char hint[sizeof error->hint];
-    for (auto [target, source, size] : {std::tuple{message, error->message, sizeof message},
-                                        std::tuple{detail, error->detail, sizeof detail},
-                                        std::tuple{hint, error->hint, sizeof hint}}) {
+    // The core speaks UTF-8, copied byte-wise from longer text: clip at a
+    // UTF-8 character, then convert to the server encoding without failing
+    // (a conversion error here would hide the real one).
+    char *message = nullptr;
+    char *detail = nullptr;
+    char *hint = nullptr;
+    for (auto [target, source, size] : {std::tuple{&message, error->message, sizeof error->message},
+                                        std::tuple{&detail, error->detail, sizeof error->detail},
+                                        std::tuple{&hint, error->hint, sizeof error->hint}}) {
         int length = strnlen(source, size - 1);
-        int clipped = pg_mbcliplen(source, length, length);
-        memcpy(target, source, clipped);
-        target[clipped] = '\0';
+        *target = to_server_lossy(source, pg_encoding_mbcliplen(PG_UTF8, source, length, length));
     }
     bool out_of_memory = strcmp(message, "out of memory") == 0 &&
                          error->kind == ErrorKind::Internal;

@@ -8,7 +8,10 @@
 //   pg_call(fn)   C++ code runs PostgreSQL code (palloc, jsonb_in, ...). An
 //                 ereport(ERROR) is caught with PG_TRY and thrown on as a C++
 //                 exception, so it unwinds C++ frames properly; cpp_call then
-//                 re-raises it unchanged.
+//                 re-raises it unchanged. A C++ exception from `fn` is caught
+//                 inside PG_TRY and rethrown only after PG_END_TRY, so
+//                 PG_exception_stack never points at a dead frame
+//                 (test/border, test/scenarios/border.sh).
 //
 // So no exception ever reaches PostgreSQL, and no longjmp ever crosses a
 // frame that owns a destructor.
@@ -95,12 +98,22 @@ auto pg_call(Fn &&fn) -> decltype(fn())
     MemoryContext caller_context = CurrentMemoryContext;
     ErrorData *volatile caught = nullptr;
     std::conditional_t<std::is_void_v<Result>, int, Result> volatile result{};
+    // A C++ exception must not leave the PG_TRY body: it would skip
+    // PG_END_TRY, leaving PG_exception_stack (and error_context_stack) on
+    // this dead frame, so the next ereport would longjmp into it. It waits
+    // here until PG_END_TRY has run. Not volatile, yet safe: it is only set
+    // when `fn` threw, and then no longjmp follows.
+    std::exception_ptr thrown;
     PG_TRY();
     {
-        if constexpr (std::is_void_v<Result>)
-            fn();
-        else
-            result = fn();
+        try {
+            if constexpr (std::is_void_v<Result>)
+                fn();
+            else
+                result = fn();
+        } catch (...) {
+            thrown = std::current_exception();
+        }
     }
     PG_CATCH();
     {
@@ -109,6 +122,8 @@ auto pg_call(Fn &&fn) -> decltype(fn())
         FlushErrorState();
     }
     PG_END_TRY();
+    if (thrown)
+        std::rethrow_exception(thrown);
     if (caught)
         throw PostgresError(caught);
     if constexpr (!std::is_void_v<Result>)

@@ -59,7 +59,7 @@ Datum dfend_register_identity(PG_FUNCTION_ARGS)
         ClientSettings settings = current_client_settings(state.key_files);
         RegisterResult result =
             state.client.register_identity(request, settings, call_control(deadline_ms));
-        char *id = server_string(result.id);
+        char *id = server_string(result.id); // printable ASCII: exact in any encoding
         auto *out = pg_call([] { return (RegisterOutcome *) palloc(sizeof(RegisterOutcome)); });
         *out = RegisterOutcome{id, result.created, result.merged};
         return out;
@@ -92,7 +92,9 @@ Datum dfend_get_identity(PG_FUNCTION_ARGS)
             state.client.get_identity(key, value, settings, call_control(deadline_ms));
         if (!body)
             return nullptr;
-        char *text = server_string(*body);
+        // Re-serialized by the core with the key redacted in decoded form;
+        // a character the server encoding lacks becomes '?', not an error.
+        char *text = server_text(*body);
         return pg_call([text] {
             return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
         });

@@ -180,14 +180,14 @@ void run_requests(JobInput *inputs, int count, JobResult *results, const OutboxS
             if (outcome.result) {
                 std::string id = outcome.result->id;
                 result.fate = Fate::Stored;
-                result.id = pg_call([&] { return pstrdup(id.c_str()); });
+                result.id = server_string(id); // printable ASCII, checked by the core
                 continue;
             }
             const Error &error = *outcome.error;
             std::string text = error.message();
             if (!error.detail().empty())
                 text += ": " + error.detail();
-            result.error = pg_call([&] { return pstrdup(text.c_str()); });
+            result.error = server_text(text); // valid in the server encoding: last_error
             result.fate = outcome.permanent          ? Fate::RowFault
                           : is_transient(error.kind()) ? Fate::Transient
                                                        : Fate::Systemic;

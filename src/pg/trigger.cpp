@@ -334,10 +334,13 @@ Datum dfend_trigger(PG_FUNCTION_ARGS)
         // A cancel is never swallowed; nor is a failure the caller asked for.
         if (fail_on_error || error.kind == ErrorKind::Cancelled || error.postgres_error)
             raise_captured(&error);
+        // The core's texts are UTF-8: shown in the server's encoding.
+        char *message = to_server_lossy(error.message, (int) strlen(error.message));
+        char *detail = to_server_lossy(error.detail, (int) strlen(error.detail));
         ereport(WARNING,
                 (errmsg("could not register the row with DFend; it is queued for a retry"),
-                 error.detail[0] ? errdetail("The error was: %s. %s", error.message, error.detail)
-                                 : errdetail("The error was: %s.", error.message)));
+                 detail[0] ? errdetail("The error was: %s. %s", message, detail)
+                           : errdetail("The error was: %s.", message)));
         enqueue(queued_table, user_id, reason);
         return PointerGetDatum(row);
     }

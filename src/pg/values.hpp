@@ -21,7 +21,17 @@ char *btree_operator(Oid type, int16 strategy);
 char *column_or_null(const char *column);
 // PostgreSQL-style: a text[] of `count` C strings.
 ArrayType *text_array(char **values, int count);
-// C++-style: a UTF-8 string from DFend in the server encoding, palloc'd.
+// PostgreSQL-style: UTF-8 text in the server encoding, palloc'd. It never
+// fails on content: a byte sequence that is not UTF-8 (or NUL) and a
+// character the server encoding lacks each become '?'. It redacts nothing:
+// the core's safe_reply_text did that before.
+char *to_server_lossy(const char *utf8, int length);
+// C++-style: the one conversion for every reply text dfend stores or returns
+// (error texts, last_error, a lookup's JSON): to_server_lossy under pg_call.
+char *server_text(const std::string &utf8);
+// C++-style: a UTF-8 value that must arrive exactly (an id to store in a
+// row), in the server encoding, palloc'd; raises PostgreSQL's conversion
+// error (22P05 or 22021) when the server encoding cannot hold it.
 char *server_string(const std::string &utf8);
 
 } // namespace dfend::pg

@@ -153,6 +153,10 @@ struct Config {
   std::vector<std::string> fail_user_ids;
   std::unordered_set<std::string> fail_set;
   bool error_echo_key = false;
+  // Replies that attack the client's handling of reply text (see README):
+  // "none" | "escaped_key" | "split_key" | "invalid_utf8_error" |
+  // "invalid_utf8_success" | "unicode_error".
+  std::string reply_fault = "none";
   // Deterministic faults: "the next N requests fail". Parsed here, then moved
   // into the g_next_* counters when a config update is committed; -1 = keep.
   int64_t fail_next_5xx = -1;
@@ -185,6 +189,7 @@ json config_to_json(const Config &c) {
   j["hang_ms"] = c.hang_ms;
   j["fail_user_ids"] = c.fail_user_ids;
   j["error_echo_key"] = c.error_echo_key;
+  j["reply_fault"] = c.reply_fault;
   j["fail_next_5xx"] = g_next_5xx.load();
   j["fail_next_429"] = g_next_429.load();
   j["drop_next"] = g_next_drop.load();
@@ -238,7 +243,16 @@ std::string apply_config(Config &c, const json &j) {
     else if (k == "rate_hang") err = get_rate(c.rate_hang);
     else if (k == "drop_after_commit") err = get_bool(c.drop_after_commit);
     else if (k == "error_echo_key") err = get_bool(c.error_echo_key);
-    else if (k == "drop_mode") {
+    else if (k == "reply_fault") {
+      static const std::unordered_set<std::string> kModes = {
+          "none", "escaped_key", "split_key", "invalid_utf8_error", "invalid_utf8_success",
+          "unicode_error"};
+      if (!v.is_string() || !kModes.count(v.get<std::string>()))
+        err = "reply_fault must be \"none\", \"escaped_key\", \"split_key\", "
+              "\"invalid_utf8_error\", \"invalid_utf8_success\" or \"unicode_error\"";
+      else
+        c.reply_fault = v.get<std::string>();
+    } else if (k == "drop_mode") {
       if (!v.is_string() ||
           (v.get<std::string>() != "empty" && v.get<std::string>() != "partial"))
         err = "drop_mode must be \"empty\" or \"partial\"";
@@ -503,6 +517,83 @@ void client_error(const ReqInfo &ri, httplib::Response &res, int status,
   }
 }
 
+// --- reply_fault: replies built to slip the key or bad text past a client.
+// Bodies are spliced as text, since nlohmann would neither escape the key
+// nor write invalid UTF-8.
+
+// "sk_x" -> "\u0073\u006b\u005f\u0078": every character JSON-escaped.
+std::string escape_all(const std::string &text) {
+  std::string out;
+  char buf[8];
+  for (unsigned char c : text) {
+    std::snprintf(buf, sizeof buf, "\\u%04x", c);
+    out += buf;
+  }
+  return out;
+}
+
+// The key with a control character (JSON-escaped) after each character but
+// the last: \u0001, NUL, newline, tab, ESC, DEL, CR, a C1 (U+0085), in turn.
+std::string split_key(const std::string &key) {
+  static const char *const kSeparators[] = {"\\u0001", "\\u0000", "\\n", "\\t",
+                                            "\\u001b", "\\u007f", "\\r", "\\u0085"};
+  std::string out;
+  for (std::size_t i = 0; i < key.size(); ++i) {
+    out += key[i];
+    if (i + 1 < key.size()) out += kSeparators[i % 8];
+  }
+  return out;
+}
+
+// Splices `fields` (text of JSON members, ending with a comma) in front of
+// the first member of an object body.
+void splice_fields(httplib::Response &res, const std::string &fields) {
+  std::string body = res.body;
+  if (body.size() < 2 || body[0] != '{') return;
+  body.insert(1, body[1] == '}' ? fields.substr(0, fields.size() - 1) : fields);
+  res.set_content(body, "application/json");
+}
+
+// True when the fault answered the request instead of the store.
+bool reply_fault_before(const ReqInfo &ri, httplib::Response &res) {
+  const std::string &mode = ri.cfg->reply_fault;
+  if (mode == "split_key") {
+    res.status = 400;
+    res.set_content("{\"error\":\"invalid request for key " + split_key(ri.key) + "\"}",
+                    "application/json");
+    return true;
+  }
+  if (mode == "unicode_error") {
+    res.status = 400;
+    res.set_content("{\"error\":\"requ\u00eate refus\u00e9e \u2713 \u20ac5\"}", "application/json");
+    return true;
+  }
+  if (mode == "invalid_utf8_error") {
+    res.status = 400;
+    res.set_content("{\"error\":\"rejected: caf\xe9 \xff\xfe \xc3(\"}", "application/json");
+    return true;
+  }
+  return false;
+}
+
+// Rewrites a successful reply.
+void reply_fault_after(const ReqInfo &ri, bool is_get, httplib::Response &res) {
+  const std::string &mode = ri.cfg->reply_fault;
+  if (res.status < 200 || res.status >= 300) return;
+  if (mode == "escaped_key" && is_get) {
+    // Three spellings: the first character escaped, every character
+    // escaped (as a field name), one character in the middle escaped.
+    const std::string &k = ri.key;
+    std::string middle = k.size() > 3 ? k.substr(0, 3) + escape_all(k.substr(3, 1)) + k.substr(4)
+                                      : escape_all(k);
+    splice_fields(res, "\"note\":\"key " + escape_all(k.substr(0, 1)) + k.substr(1) +
+                           " in a note\",\"" + escape_all(k) +
+                           "\":\"the key as a field name\",\"spelled\":[\"" + middle + "\"],");
+  } else if (mode == "invalid_utf8_success") {
+    splice_fields(res, "\"note\":\"caf\xe9 \xff\xfe\",");
+  }
+}
+
 std::string new_identity_id_locked() {
   for (;;) {
     std::string id = "idn_" + g_rng.hex(24);
@@ -697,10 +788,14 @@ void handle_identity(const httplib::Request &req, httplib::Response &res) {
           set_error(res, 503, "emulator was reset");
         } else if (do_drop && !(is_post && cfg.drop_after_commit)) {
           set_error(res, 503, "dropped");  // never sent
-        } else if (is_post) {
-          handle_post(req, res, ri);
+        } else if (reply_fault_before(ri, res)) {
+          // answered by the fault; the store is untouched
         } else {
-          handle_get(req, res, ri);
+          if (is_post)
+            handle_post(req, res, ri);
+          else
+            handle_get(req, res, ri);
+          reply_fault_after(ri, is_get, res);
         }
         if (do_drop) {
           dropped = true;
@@ -1294,7 +1389,7 @@ class EmuServer : public Base {
                "         [--rate-5xx R] [--rate-429 R] [--retry-after S] [--rate-drop R]\n"
                "         [--drop-after-commit] [--drop-mode empty|partial]\n"
                "         [--rate-hang R] [--hang-ms N] [--fail-user-id ID]...\n"
-               "         [--error-echo-key] [--quiet] [--verbose]\n");
+               "         [--error-echo-key] [--reply-fault MODE] [--quiet] [--verbose]\n");
   std::exit(code);
 }
 
@@ -1426,6 +1521,7 @@ int main(int argc, char **argv) {
     else if (a == "--drop-mode") cfg_flags["drop_mode"] = next();
     else if (a == "--drop-after-commit") cfg_flags["drop_after_commit"] = true;
     else if (a == "--error-echo-key") cfg_flags["error_echo_key"] = true;
+    else if (a == "--reply-fault") cfg_flags["reply_fault"] = next();
     else if (a == "--fail-user-id") fail_ids.push_back(next());
     else if (a == "--quiet" || a == "-q") g_quiet = true;
     else if (a == "--verbose" || a == "-v") g_verbose = true;

@@ -308,9 +308,9 @@ check "raw socket cases ($(tail -1 "$TMP/raw.out"))" [ $? -eq 0 ]
 req GET /admin/identities
 check "identities list" jtrue "$BODY" "isinstance(d, list) and {'userId': 'u1', 'id': '$ID1'} in d and d[0]['userId'] == 'k2'"
 req GET /admin/config
-check "config defaults" jtrue "$BODY" 'd == {"latency_ms":0,"jitter_ms":0,"rate_5xx":0,"rate_429":0,"retry_after":1,"rate_drop":0,"drop_after_commit":False,"drop_mode":"empty","rate_hang":0,"hang_ms":30000,"fail_user_ids":[],"error_echo_key":False,"fail_next_5xx":0,"fail_next_429":0,"drop_next":0,"hang_next":0}'
+check "config defaults" jtrue "$BODY" 'd == {"latency_ms":0,"jitter_ms":0,"rate_5xx":0,"rate_429":0,"retry_after":1,"rate_drop":0,"drop_after_commit":False,"drop_mode":"empty","rate_hang":0,"hang_ms":30000,"fail_user_ids":[],"error_echo_key":False,"reply_fault":"none","fail_next_5xx":0,"fail_next_429":0,"drop_next":0,"hang_next":0}'
 admin_config '{"latency_ms":5}'
-check "config partial update" jtrue "$BODY" 'd["latency_ms"] == 5 and d["retry_after"] == 1 and len(d) == 16'
+check "config partial update" jtrue "$BODY" 'd["latency_ms"] == 5 and d["retry_after"] == 1 and len(d) == 17'
 for b in '{"rate_5xx":2}' '{"latency_ms":-1}' '{"latency_ms":"5"}' '{"bogus":1}' '{"fail_user_ids":[1]}' '{"drop_mode":"x"}' '[1]' 'nope' '{"latency_ms":1.5}'; do
   admin_config "$b"
   check "config 400 for $b" is "$ST" 400
@@ -407,6 +407,44 @@ admin_config '{"error_echo_key":false}'
 post '{"userId":""}'
 check "no echo by default" jtrue "$BODY" "'$KEY' not in d['error']"
 
+# reply_fault: replies that attack the client's handling of reply text.
+not_utf8() { ! printf '%s' "$1" | python3 -c 'import sys; sys.stdin.buffer.read().decode("utf-8")' 2>/dev/null; }
+lacks() { [[ "$1" != *"$2"* ]]; }
+admin_config '{"reply_fault":"escaped_key"}'
+check "reply_fault is shown" jtrue "$BODY" 'd["reply_fault"] == "escaped_key"'
+post '{"userId":"rf1"}'
+check "escaped_key: POST unchanged" jtrue "$BODY" 'set(d) == {"id","created","merged"}'
+get '{"userId":"rf1"}'
+check "escaped_key: GET 200" is "$ST" 200
+check "escaped_key: the key is not in the raw body" lacks "$BODY" "$KEY"
+check "escaped_key: it decodes to the key three times, and the identity is intact" jtrue "$BODY" \
+  "d['note'] == 'key $KEY in a note' and d['$KEY'] == 'the key as a field name' and d['spelled'] == ['$KEY'] and d['identifiers']['userIds'] == ['rf1']"
+admin_config '{"reply_fault":"split_key"}'
+post '{"userId":"rf2"}'
+check "split_key: 400" is "$ST" 400
+check "split_key: the key is not in the raw body" lacks "$BODY" "$KEY"
+check "split_key: the key once control characters are removed" jtrue "$BODY" \
+  "''.join(c for c in d['error'] if ord(c) >= 0x20 and not 0x7f <= ord(c) <= 0x9f) == 'invalid request for key $KEY'"
+check "split_key: split by \\u0001, NUL and newline among others" jtrue "$BODY" "all(c in d['error'] for c in '\x01\x00\n\t\x1b\x7f\r\x85')"
+admin_config '{"reply_fault":"invalid_utf8_error"}'
+get '{"userId":"rf1"}'
+check "invalid_utf8_error: 400" is "$ST" 400
+check "invalid_utf8_error: the body is not UTF-8" not_utf8 "$BODY"
+admin_config '{"reply_fault":"invalid_utf8_success"}'
+post '{"userId":"rf3"}'
+check "invalid_utf8_success: POST 200" is "$ST" 200
+check "invalid_utf8_success: the body is not UTF-8" not_utf8 "$BODY"
+get '{"userId":"rf3"}'
+check "invalid_utf8_success: GET 200, not UTF-8" bash -c '[ "$1" = 200 ] && ! printf "%s" "$2" | python3 -c "import sys; sys.stdin.buffer.read().decode()" 2>/dev/null' _ "$ST" "$BODY"
+admin_config '{"reply_fault":"unicode_error"}'
+post '{"userId":"rf4"}'
+check "unicode_error: 400 with non-ASCII words" jtrue "$BODY" "d == {'error': 'requ\u00eate refus\u00e9e \u2713 \u20ac5'}"
+admin_config '{"reply_fault":"bogus"}'
+check "reply_fault: an unknown mode is refused" is "$ST" 400
+admin_config '{"reply_fault":"none"}'
+get '{"userId":"rf1"}'
+check "reply_fault none: a plain identity again" jtrue "$BODY" '"note" not in d and d["identifiers"]["userIds"] == ["rf1"]'
+
 req GET /admin/stats
 check "hung counted" jtrue "$BODY" 'd["hung"] == 1'
 
@@ -483,9 +521,9 @@ check "verbose log written" grep -q 'POST /identity -> 200' "$TMP/emu.err"
 
 # ---------------------------------------------------------------- flags
 start_emu --quiet --latency-ms 3 --jitter-ms 2 --rate-5xx 0.25 --rate-429 0.25 --retry-after 4 --rate-drop 0.1 \
-  --rate-hang 0.05 --hang-ms 10 --drop-after-commit --drop-mode partial --fail-user-id a --fail-user-id b --error-echo-key --seed 7
+  --rate-hang 0.05 --hang-ms 10 --drop-after-commit --drop-mode partial --fail-user-id a --fail-user-id b --error-echo-key --reply-fault=escaped_key --seed 7
 req GET /admin/config
-check "flags -> config" jtrue "$BODY" 'd == {"latency_ms":3,"jitter_ms":2,"rate_5xx":0.25,"rate_429":0.25,"retry_after":4,"rate_drop":0.1,"drop_after_commit":True,"drop_mode":"partial","rate_hang":0.05,"hang_ms":10,"fail_user_ids":["a","b"],"error_echo_key":True,"fail_next_5xx":0,"fail_next_429":0,"drop_next":0,"hang_next":0}'
+check "flags -> config" jtrue "$BODY" 'd == {"latency_ms":3,"jitter_ms":2,"rate_5xx":0.25,"rate_429":0.25,"retry_after":4,"rate_drop":0.1,"drop_after_commit":True,"drop_mode":"partial","rate_hang":0.05,"hang_ms":10,"fail_user_ids":["a","b"],"error_echo_key":True,"reply_fault":"escaped_key","fail_next_5xx":0,"fail_next_429":0,"drop_next":0,"hang_next":0}'
 check "--quiet prints nothing" [ ! -s "$TMP/emu.out" ]
 for i in $(seq 1 60); do post "{\"userId\":\"mix$i\"}"; done
 req GET /admin/stats

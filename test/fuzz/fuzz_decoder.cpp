@@ -10,6 +10,8 @@
 #include "core/codec.hpp"
 #include "core/error.hpp"
 
+#include <nlohmann/json.hpp>
+
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -24,6 +26,31 @@ void check(bool condition)
         std::abort();
 }
 
+// Short, so the fuzzer meets it (and its escaped and split forms; see the
+// corpus) often.
+constexpr std::string_view kSecret = "sk_Fz9";
+
+bool has_secret(const std::string &text)
+{
+    return text.find(kSecret) != std::string::npos;
+}
+
+// What every text the core hands out promises: storable as PostgreSQL text.
+void check_safe_text(const std::string &text)
+{
+    check(dfend_test::is_valid_utf8(text));
+    check(!has_secret(text));
+    for (char c : text)
+        check(static_cast<unsigned char>(c) >= 0x20 && c != 0x7f);
+}
+
+void check_error(const dfend::Error &e)
+{
+    check(e.kind() == dfend::ErrorKind::BadResponse);
+    // The decoders' own errors never quote the body.
+    for (const std::string *text : {&e.message(), &e.detail(), &e.hint()})
+        check_safe_text(*text);
+}
 
 } // namespace
 
@@ -32,35 +59,45 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size
     const std::string_view body(reinterpret_cast<const char *>(data), size);
 
     try {
-        dfend::RegisterResult result = dfend::decode_register_response(body);
+        dfend::RegisterResult result = dfend::decode_register_response(body, kSecret);
         // What the decoder promises about an accepted reply.
         check(!result.id.empty());
         check(result.id.size() <= 256);
-        check(result.id.find('\0') == std::string::npos);
-        check(dfend_test::is_valid_utf8(result.id));
+        for (char c : result.id)
+            check(c >= 0x21 && c <= 0x7e);
+        check(!has_secret(result.id));
     } catch (const dfend::Error &e) {
-        check(e.kind() == dfend::ErrorKind::BadResponse);
+        check_error(e);
     }
 
     try {
-        std::string kept = dfend::decode_identity_response(body);
-        // Kept byte for byte, and storable as PostgreSQL text.
-        check(kept == body);
+        std::string kept = dfend::decode_identity_response(body, kSecret);
+        // Valid JSON text for jsonb: UTF-8, no NUL, no secret however the
+        // reply spelled it (the writer escapes only quotes, backslashes and
+        // control characters, none of which the secret has).
         check(kept.find('\0') == std::string::npos);
         check(dfend_test::is_valid_utf8(kept));
+        check(!has_secret(kept));
+        check(nlohmann::json::accept(kept));
+        // Written again, it stays the same.
+        check(dfend::decode_identity_response(kept, kSecret) == kept);
     } catch (const dfend::Error &e) {
-        check(e.kind() == dfend::ErrorKind::BadResponse);
+        check_error(e);
     }
 
     try {
-        std::string message = dfend::extract_error_message(body);
-        // Bounded, printable, whole characters.
+        std::string message = dfend::extract_error_message(body, kSecret);
+        // Bounded, printable, whole characters, no secret.
         check(message.size() <= 300 + 3 + 3);
-        check(dfend_test::is_valid_utf8(message));
-        for (char c : message)
-            check(static_cast<unsigned char>(c) >= 0x20 && c != 0x7f);
+        check_safe_text(message);
     } catch (const dfend::Error &) {
         // Allowed by the contract, though extract_error_message never throws.
     }
+
+    std::string safe = dfend::safe_reply_text(body, kSecret, 300);
+    check(safe.size() <= 300 + 3 + 3);
+    check_safe_text(safe);
+    if (safe.size() <= 300) // not cut: made safe once is made safe for good
+        check(dfend::safe_reply_text(safe, kSecret) == safe);
     return 0;
 }

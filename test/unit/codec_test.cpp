@@ -334,16 +334,48 @@ TEST(DecodeRegister, SizeLimit)
 
 // ---------------------------------------------------------------- decode_identity_response
 
-TEST(DecodeIdentity, KeepsTheBodyByteForByte)
+TEST(DecodeIdentity, KeepsEveryFieldAndNumberSpelling)
 {
     const std::string body =
         "{ \"id\" : \"idn_1\",\n  \"account\":\"acc\", \"futureField\": {\"x\": [1, 2.50, "
-        "1e3, -0, true, null]}, \"identifiers\":{\"emails\":[\"a@b.co\"]},"
+        "1e3, -0, true, null, 12345678901234567890123, 0.1000000000000000055511, "
+        "-9223372036854775808, 18446744073709551615]}, \"identifiers\":{\"emails\":[\"a@b.co\"]},"
         "\"name\":\"J\\u00f6rg \\ud83d\\ude00\", \"time\": 1700000000000,"
-        "\"dup\":1, \"dup\":2 }  ";
-    EXPECT_EQ(decode_identity_response(body), body);
+        "\"dup\":1, \"dup\":2, \"esc\":\"q\\\"b\\\\n\\n\\u0001\", \"\":[] }  ";
+    std::string kept = decode_identity_response(body, "sk_test_emulator");
+    EXPECT_EQ(kept,
+              "{\"id\":\"idn_1\",\"account\":\"acc\",\"futureField\":{\"x\":[1,2.50,1e3,0,true,"
+              "null,12345678901234567890123,0.1000000000000000055511,-9223372036854775808,"
+              "18446744073709551615]},\"identifiers\":{\"emails\":[\"a@b.co\"]},"
+              "\"name\":\"J\xC3\xB6rg \xF0\x9F\x98\x80\",\"time\":1700000000000,\"dup\":1,"
+              "\"dup\":2,\"esc\":\"q\\\"b\\\\n\\n\\u0001\",\"\":[]}");
+    EXPECT_TRUE(dfend_test::is_valid_utf8(kept));
+    // The same value as the reply (nlohmann keeps the last duplicate).
+    EXPECT_EQ(json::parse(kept), json::parse(body));
     // No id at all is fine for a lookup (DFend echoes what it has).
     EXPECT_EQ(decode_identity_response("{}"), "{}");
+    EXPECT_EQ(decode_identity_response(R"({"a":{},"b":[[],{}]})"), R"({"a":{},"b":[[],{}]})");
+}
+
+TEST(DecodeIdentity, KeyRedactedHoweverItIsEscaped)
+{
+    const std::string key = "sk_test_emulator";
+    for (const std::string &spelled :
+         {std::string("sk_test_emulator"), std::string("\\u0073k_test_emulator"),
+          std::string("\\u0073\\u006b\\u005f\\u0074\\u0065\\u0073\\u0074_emulator"),
+          std::string("sk_te\\u0001st_emulator"), std::string("sk_te\\u200bst_emulator"),
+          std::string("sk_test\\n_emulator"), std::string("sk_test_em\\ufffdulator"),
+          std::string("sk_test\\u005femulator")}) {
+        const std::string body = "{\"id\":\"idn_1\",\"metadata\":{\"note\":\"key " + spelled +
+                                 " here\",\"" + spelled + "\":[\"" + spelled + "\"]}}";
+        std::string kept = decode_identity_response(body, key);
+        EXPECT_EQ(kept.find(key), std::string::npos) << kept;
+        EXPECT_EQ(kept.find("sk_te"), std::string::npos) << kept;
+        json value = json::parse(kept);
+        EXPECT_EQ(value["metadata"]["note"], "key [redacted] here") << kept;
+        EXPECT_EQ(value["metadata"]["[redacted]"], json::array({"[redacted]"})) << kept;
+        EXPECT_EQ(value["id"], "idn_1");
+    }
 }
 
 TEST(DecodeIdentity, RefusesWhatJsonbWouldNot)

@@ -2,6 +2,7 @@
 // local checks before any request, and redaction of the key.
 #include "core/identity_client.hpp"
 #include "test_server.hpp"
+#include "utf8_check.hpp"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -758,4 +759,47 @@ TEST_F(ClientTest, JsonEscapedKeyIsRedacted)
     const std::string key = kKey;
     expect_no_secret(e, key);
     EXPECT_EQ(e.detail().find(key.substr(0, 6)), std::string::npos) << e.detail();
+}
+
+TEST_F(ClientTest, GetIdentityRedactsAnEscapedKey)
+{
+    // A 200 reply whose fields hold the key JSON-escaped: the raw-body
+    // redaction cannot see it, the decoded walk does.
+    server_.on_identity([](const httplib::Request &req, httplib::Response &res) {
+        std::string key = req.get_header_value("x-api-key");
+        res.set_content(R"({"id":"idn_1","metadata":{"note":"\u0073)" + key.substr(1) +
+                            R"(","\u0073)" + key.substr(1) + R"(":1.50}})",
+                        "application/json");
+    });
+    start();
+    std::optional<std::string> body = client_.get_identity(LookupKey::UserId, "u", settings_, {});
+    ASSERT_TRUE(body);
+    EXPECT_EQ(body->find(kKey), std::string::npos) << *body;
+    EXPECT_EQ(*body, R"({"id":"idn_1","metadata":{"note":"[redacted]","[redacted]":1.50}})");
+}
+
+TEST_F(ClientTest, SplitKeyAndInvalidUtf8InAnErrorReply)
+{
+    std::atomic<int> variant{0};
+    server_.on_identity([&](const httplib::Request &req, httplib::Response &res) {
+        std::string key = req.get_header_value("x-api-key");
+        res.status = 400;
+        if (variant == 0)
+            res.set_content(R"({"error":"bad key )" + key.substr(0, 5) + R"(\u0001)" +
+                                key.substr(5) + R"("})",
+                            "application/json");
+        else // not JSON at all, so not even nlohmann's UTF-8 check ran
+            res.set_content("bad \xFF\xFE key " + key.substr(0, 5) + "\x01" + key.substr(5),
+                            "text/plain");
+    });
+    start();
+    Error split = register_error(ErrorKind::InvalidArgument);
+    EXPECT_EQ(split.detail(), "DFend answered HTTP 400. DFend said: bad key [redacted].");
+    variant = 1;
+    Error invalid = register_error(ErrorKind::InvalidArgument);
+    EXPECT_EQ(invalid.detail(), "DFend answered HTTP 400.");
+    for (const Error &e : {split, invalid}) {
+        expect_no_secret(e, kKey);
+        EXPECT_TRUE(dfend_test::is_valid_utf8(e.detail())) << e.detail();
+    }
 }
