@@ -58,11 +58,13 @@ BEGIN
     END IF;
     SELECT atttypid INTO column_type FROM pg_attribute
     WHERE attrelid = table_name AND attname = user_id_column;
+    -- money prints by the session's lc_monetary: no stable key.
     IF NOT ((SELECT typcategory FROM pg_type WHERE oid = column_type) IN ('S', 'N')
-            OR column_type = 'uuid'::regtype) THEN
+            OR column_type = 'uuid'::regtype)
+       OR @extschema@.dfend_internal_base_type(column_type) = 'money'::regtype THEN
         RAISE EXCEPTION 'column "%" cannot serve as a user id', user_id_column
             USING ERRCODE = 'datatype_mismatch',
-                  DETAIL = format('Its type is %s; a text, numeric or uuid type is needed.',
+                  DETAIL = format('Its type is %s; a text, numeric (not money) or uuid type is needed.',
                                   format_type(column_type, NULL));
     END IF;
     FOREACH column_name IN ARRAY ARRAY[email_column, phone_column] LOOP

@@ -34,6 +34,7 @@
 extern "C" {
 #include "executor/spi.h"
 #include "utils/array.h"
+#include "storage/lmgr.h"
 #include "utils/acl.h"
 #include "utils/lsyscache.h"
 }
@@ -149,6 +150,11 @@ Target resolve_target(FunctionCallInfo fcinfo, Oid table, const char *user_id_co
 {
     Target target;
     target.table = table;
+    // Locked before its catalog entries are read, until the transaction
+    // ends: the owner cannot change a column's type between the checks
+    // below and the statements that rely on them (the keys of a batch are
+    // handed back to PostgreSQL as values of the type read here).
+    LockRelationOid(table, AccessShareLock);
     char *relname = get_rel_name(table);
     if (!relname)
         ereport(ERROR, (errcode(ERRCODE_UNDEFINED_TABLE),
@@ -448,6 +454,13 @@ Datum dfend_backfill_batch(PG_FUNCTION_ARGS)
             tuples = SPI_tuptable;
         }))
         ReThrowError(error);
+    // The lock above makes this hold; checked anyway, since a key of
+    // another type than the array built from it would be read as garbage.
+    if (tuples->tupdesc->natts < 1 || SPI_gettypeid(tuples->tupdesc, 1) != target.key_type)
+        ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                        errmsg("the type of column %s of table %s changed during the backfill",
+                               target.key_sql, target.table_sql),
+                        errhint("Run the backfill again.")));
     int count = (int) tuples->numvals;
     TupleDesc desc = tuples->tupdesc;
 

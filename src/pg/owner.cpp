@@ -2,6 +2,7 @@
 
 extern "C" {
 #include "access/detoast.h"
+#include "common/shortest_dec.h"
 #include "catalog/pg_class.h"
 #include "utils/resowner.h"
 #include "utils/timeout.h"
@@ -187,9 +188,11 @@ char *check_mapping(Oid table, const char *user_id_column, const char *id_column
             char category;
             bool preferred;
             get_type_category_preferred(base, &category, &preferred);
-            if (category != TYPCATEGORY_STRING && category != TYPCATEGORY_NUMERIC &&
-                base != UUIDOID)
-                needed = "a text, numeric or uuid type";
+            // money prints by the session's lc_monetary: no stable key.
+            if ((category != TYPCATEGORY_STRING && category != TYPCATEGORY_NUMERIC &&
+                 base != UUIDOID) ||
+                base == CASHOID)
+                needed = "a text, numeric (not money) or uuid type";
         } else if ((column.name == email_column || column.name == phone_column) &&
                    !is_text_category(type))
             needed = "a text type";
@@ -238,12 +241,34 @@ char *read_contact_fields(HeapTuple row, TupleDesc desc, int first_column, char 
     return nullptr;
 }
 
+char *key_text(Datum value, Oid type)
+{
+    Oid base = getBaseType(type);
+    if (base == FLOAT8OID) {
+        char *text = (char *) palloc(DOUBLE_SHORTEST_DECIMAL_LEN);
+        double_to_shortest_decimal_buf(DatumGetFloat8(value), text);
+        return text;
+    }
+    if (base == FLOAT4OID) {
+        char *text = (char *) palloc(FLOAT_SHORTEST_DECIMAL_LEN);
+        float_to_shortest_decimal_buf(DatumGetFloat4(value), text);
+        return text;
+    }
+    Oid output;
+    bool is_varlena;
+    getTypeOutputInfo(type, &output, &is_varlena);
+    return OidOutputFunctionCall(output, value);
+}
+
 char *bounded_key_text(HeapTuple row, TupleDesc desc, int column)
 {
-    bool too_large = false;
-    char *text = bounded_text(row, desc, column, &too_large);
-    if (!text || too_large)
+    bool isnull = true;
+    Datum value = heap_getattr(row, column, desc, &isnull);
+    Form_pg_attribute attribute = TupleDescAttr(desc, column - 1);
+    if (isnull || (attribute->attlen == -1 &&
+                   toast_raw_datum_size(value) > (Size) kMaxFieldBytes + VARHDRSZ))
         return nullptr;
+    char *text = key_text(value, attribute->atttypid);
     if (getBaseType(TupleDescAttr(desc, column - 1)->atttypid) == BPCHAROID) {
         int length = (int) strlen(text);
         while (length > 0 && text[length - 1] == ' ')

@@ -100,6 +100,11 @@ char *bounded_text(HeapTuple row, TupleDesc desc, int column, bool *too_large);
 char *read_contact_fields(HeapTuple row, TupleDesc desc, int first_column, char **email,
                           char **phone, char **metadata);
 
+// A user id as text, the same in every session: floats in their shortest
+// exact form (not by the session's extra_float_digits), other types through
+// their output function. The trigger, the worker and the backfill all use it.
+char *key_text(Datum value, Oid type);
+
 // A user id column's value as its text (key::text: char(n) without its
 // padding), or nullptr when it is longer than kMaxFieldBytes.
 char *bounded_key_text(HeapTuple row, TupleDesc desc, int column);

@@ -19,6 +19,7 @@
 
 extern "C" {
 #include "access/detoast.h"
+#include "catalog/pg_trigger.h"
 }
 
 namespace dfend::pg {
@@ -60,7 +61,9 @@ char *user_id_of(HeapTuple row, TupleDesc desc, const char *column, Relation rel
                                "register with DFend",
                                column, RelationGetRelationName(relation)),
                         errdetail("dfend reads at most %d bytes of a column.", kMaxFieldBytes)));
-    return SPI_getvalue(row, desc, number);
+    // Not SPI_getvalue: the inserting session's extra_float_digits must not
+    // round a float key onto another row's.
+    return key_text(value, TupleDescAttr(desc, number - 1)->atttypid);
 }
 
 // The id column must still be of a type dfend_attach accepted: the owner may
@@ -139,7 +142,44 @@ void register_invalidation()
     pg_unreachable();
 }
 
-void verify_trigger(const Trigger *trigger, bool before, Oid attached_table)
+// Whether the trigger is shaped as dfend_attach makes it (or as a partition
+// clones it): named dfend_insert, a row trigger on INSERT alone; or named
+// dfend_update, a row trigger on UPDATE OF exactly the mapped columns, with
+// a WHEN clause. Names are unique per table, so each exists at most once;
+// an owner can only replace dfend's own trigger, not add more.
+const char *shape_problem(const Trigger *trigger, Relation relation)
+{
+    int16 type = trigger->tgtype;
+    int16 events = type & (TRIGGER_TYPE_INSERT | TRIGGER_TYPE_UPDATE | TRIGGER_TYPE_DELETE |
+                           TRIGGER_TYPE_TRUNCATE);
+    if (!TRIGGER_FOR_ROW(type) || trigger->tgoldtable || trigger->tgnewtable)
+        return "It is not a plain row trigger.";
+    if (strcmp(trigger->tgname, "dfend_insert") == 0)
+        return events == TRIGGER_TYPE_INSERT ? nullptr : "dfend_insert fires on INSERT alone.";
+    if (strcmp(trigger->tgname, "dfend_update") != 0)
+        return "Its name is not dfend_insert or dfend_update.";
+    if (events != TRIGGER_TYPE_UPDATE || !trigger->tgqual)
+        return "dfend_update fires on UPDATE alone, with a WHEN clause.";
+    // UPDATE OF: the user id, email, phone and metadata columns (those mapped).
+    int expected = 0;
+    for (int arg : {1, 3, 4, 5}) {
+        const char *column = trigger->tgargs[arg];
+        if (column[0] == '\0')
+            continue;
+        AttrNumber number = get_attnum(RelationGetRelid(relation), column);
+        bool listed = false;
+        for (int i = 0; i < trigger->tgnattr; ++i)
+            listed |= trigger->tgattr[i] == number;
+        if (!listed)
+            return "dfend_update fires on UPDATE OF the mapped columns alone.";
+        ++expected;
+    }
+    return trigger->tgnattr == expected
+               ? nullptr
+               : "dfend_update fires on UPDATE OF the mapped columns alone.";
+}
+
+void verify_trigger(const Trigger *trigger, bool before, Oid attached_table, Relation relation)
 {
     register_invalidation();
     Oid key = trigger->tgoid;
@@ -174,6 +214,8 @@ void verify_trigger(const Trigger *trigger, bool before, Oid attached_table)
         refuse_trigger("Its arguments do not match the table's attachment.");
     if (before != (strcmp(trigger->tgargs[0], "sync") == 0))
         refuse_trigger("A sync trigger fires BEFORE the row is written, an async one AFTER.");
+    if (const char *problem = shape_problem(trigger, relation))
+        refuse_trigger(problem);
     // Created only now: the query above may have run the invalidation
     // callback, which drops the set.
     if (!verified_triggers) {
@@ -292,7 +334,8 @@ Datum dfend_trigger(PG_FUNCTION_ARGS)
     Oid queued_table = RelationGetRelid(relation);
     if (relation->rd_rel->relispartition)
         queued_table = llast_oid(get_partition_ancestors(queued_table));
-    verify_trigger(data->tg_trigger, TRIGGER_FIRED_BEFORE(data->tg_event), queued_table);
+    verify_trigger(data->tg_trigger, TRIGGER_FIRED_BEFORE(data->tg_event), queued_table,
+                   relation);
 
     char *user_id = user_id_of(row, desc, args[1], relation);
     int id_number = column_number(desc, args[2], relation);
