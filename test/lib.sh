@@ -4,15 +4,22 @@ set -euo pipefail
 
 DFEND_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export DFEND_ROOT
-DFEND_PACKAGES="postgresql-15 postgresql-server-dev-15 postgresql-common libcurl4-openssl-dev
-  nlohmann-json3-dev g++ make pkgconf libcpp-httplib-dev libgtest-dev clang-14 libfuzzer-14-dev
-  openssl curl python3 procps"
+# The PostgreSQL major version under test: the host's 15 unless
+# test/run-matrix.sh runs us inside another version's chroot.
+DFEND_PG_VERSION=${DFEND_PG_VERSION:-15}
+export DFEND_PG_VERSION
+export PG_CONFIG=/usr/lib/postgresql/$DFEND_PG_VERSION/bin/pg_config
+# What the pg_regress suite and the scenarios need ...
+DFEND_PG_PACKAGES="postgresql-$DFEND_PG_VERSION postgresql-server-dev-$DFEND_PG_VERSION postgresql-common
+  libcurl4-openssl-dev nlohmann-json3-dev g++ make pkgconf libcpp-httplib-dev openssl curl python3 procps"
+# ... and the unit tests and the fuzzer (run on the host only).
+DFEND_PACKAGES="$DFEND_PG_PACKAGES libgtest-dev clang-14 libfuzzer-14-dev"
 
 log() { printf '==> %s\n' "$*" >&2; }
 
 ensure_packages() {
     local missing=()
-    for p in $DFEND_PACKAGES; do
+    for p in ${1:-$DFEND_PACKAGES}; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
     done
     if [ ${#missing[@]} -gt 0 ]; then
