@@ -9,9 +9,12 @@ export DFEND_ROOT
 DFEND_PG_VERSION=${DFEND_PG_VERSION:-15}
 export DFEND_PG_VERSION
 export PG_CONFIG=/usr/lib/postgresql/$DFEND_PG_VERSION/bin/pg_config
-# What the pg_regress suite and the scenarios need ...
-DFEND_PG_PACKAGES="postgresql-$DFEND_PG_VERSION postgresql-server-dev-$DFEND_PG_VERSION postgresql-common
-  libcurl4-openssl-dev nlohmann-json3-dev g++ make pkgconf libcpp-httplib-dev openssl curl python3 procps"
+# What the pg_regress suite and the scenarios need on PostgreSQL VERSION ...
+dfend_pg_packages() {
+    echo "postgresql-$1 postgresql-server-dev-$1 postgresql-common libcurl4-openssl-dev
+      nlohmann-json3-dev g++ make pkgconf libcpp-httplib-dev openssl curl python3 procps"
+}
+DFEND_PG_PACKAGES=$(dfend_pg_packages "$DFEND_PG_VERSION")
 # ... and the unit tests and the fuzzer (run on the host only).
 DFEND_PACKAGES="$DFEND_PG_PACKAGES libgtest-dev clang-14 libfuzzer-14-dev"
 

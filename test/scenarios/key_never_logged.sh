@@ -11,7 +11,7 @@ export DFEND_URL="http://127.0.0.1:$EMULATOR_PORT" FIRST_KEY SECOND_KEY
 mkdir -p "$DFEND_RUN_DIR/log"; chown postgres: "$DFEND_RUN_DIR/log"
 export LOG_DIR="$DFEND_RUN_DIR/log"
 
-pg_virtualenv -t -v 15 -o shared_preload_libraries=dfend -o "dfend.api_url=$DFEND_URL" \
+pg_virtualenv -t -v "$DFEND_PG_VERSION" -o shared_preload_libraries=dfend -o "dfend.api_url=$DFEND_URL" \
     -o "dfend.api_key=$FIRST_KEY" -o log_min_messages=debug5 -o client_min_messages=notice \
     -o logging_collector=on -o "log_directory=$LOG_DIR" -o dfend.max_retries=1 \
     bash -c '
