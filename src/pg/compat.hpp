@@ -31,4 +31,35 @@ inline List *insert_index_tuples(ResultRelInfo *relation, TupleTableSlot *slot, 
 #endif
 }
 
+// Memory for GUC values and check-hook "extra" data: 16 moved it from
+// malloc to its own memory context (guc_malloc, guc_free), and frees it
+// there, so a check hook must allocate and free with PostgreSQL's choice.
+// elevel LOG: out of memory returns NULL, as malloc does.
+inline void *guc_alloc(size_t size)
+{
+#if PG_VERSION_NUM >= 160000
+    return guc_malloc(LOG, size);
+#else
+    return malloc(size);
+#endif
+}
+
+inline char *guc_string(const char *value)
+{
+#if PG_VERSION_NUM >= 160000
+    return guc_strdup(LOG, value);
+#else
+    return strdup(value);
+#endif
+}
+
+inline void guc_release(void *pointer)
+{
+#if PG_VERSION_NUM >= 160000
+    guc_free(pointer);
+#else
+    free(pointer);
+#endif
+}
+
 } // namespace dfend::pg::compat
