@@ -43,8 +43,10 @@ PG_HEADERS = $(wildcard src/pg/*.hpp)
 $(OBJS): $(CORE_HEADERS)
 $(PG_SRCS:.cpp=.o): $(PG_HEADERS)
 
+# Wraps pg_regress itself (PG 17's pg_regress_installcheck starts with an echo).
 ifndef DFEND_EMULATOR_URL
-pg_regress_installcheck := $(srcdir)/test/installcheck.sh $(pg_regress_installcheck)
+PG_REGRESS_BIN = $(top_builddir)/src/test/regress/pg_regress
+pg_regress_installcheck := $(subst $(PG_REGRESS_BIN),$(srcdir)/test/installcheck.sh $(PG_REGRESS_BIN),$(pg_regress_installcheck))
 endif
 
 # A source archive of the committed tree (HEAD), as pgvector does: zip for

@@ -19,5 +19,6 @@ export DFEND_EMULATOR_URL="http://127.0.0.1:$EMULATOR_PORT"
 chmod 733 "$DFEND_RUN_DIR"
 psql -XAtq -v ON_ERROR_STOP=1 -d postgres \
     -c "COPY (SELECT 'sk_test_emulator') TO '$DFEND_RUN_DIR/api.key'" >/dev/null
-export PGOPTIONS="${PGOPTIONS:-} -c dfend.api_url=$DFEND_EMULATOR_URL -c dfend.api_key_file=$DFEND_RUN_DIR/api.key -c dfend.retry_base_delay=10ms"
+# session_preload_libraries: dfend's settings exist from the first statement.
+export PGOPTIONS="${PGOPTIONS:-} -c session_preload_libraries=dfend -c dfend.api_url=$DFEND_EMULATOR_URL -c dfend.api_key_file=$DFEND_RUN_DIR/api.key -c dfend.retry_base_delay=10ms"
 "$@"

@@ -6,9 +6,9 @@
 #   test/scenarios.
 # Installs missing packages first. Ends with "N passed, N failed".
 #
-#   --pg-only   only the tests that run inside PostgreSQL (pg_regress and the
-#               scenarios), on DFEND_PG_VERSION (default 15): what
-#               test/run-matrix.sh runs in its chroots.
+#   --pg-only   no unit tests, fuzzing or META.json: the emulator's self-test,
+#               pg_regress and the scenarios on DFEND_PG_VERSION (default 15),
+#               what test/run-matrix.sh runs in its chroots.
 # It installs dfend into the host's PostgreSQL: on a shared machine, run it
 # under `flock /tmp/dfend-host.lock`.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -64,7 +64,9 @@ else
     tail -40 "$DFEND_RUN_DIR/fuzz.log"; count 0 1 "fuzz"
 fi
 
-# --- emulator self-test ---------------------------------------------------------
+fi # PG_ONLY
+
+# --- emulator self-test (also in chroots: each has its own cpp-httplib) ---------------------------------------------------------
 log "emulator self-test"
 set +e
 bash test/emulator/selftest.sh >"$DFEND_RUN_DIR/selftest.log" 2>&1
@@ -78,6 +80,7 @@ fi
 [ "$f" = 0 ] || tail -40 "$DFEND_RUN_DIR/selftest.log"
 count "$p" "$f" "emulator self-test"
 
+if ! $PG_ONLY; then
 # --- META.json -------------------------------------------------------------------
 log "META.json"
 set +e

@@ -1202,9 +1202,10 @@ ReadResult read_request(Transport &t, std::string &in, std::string &out,
   } else {
     out.assign(in, 0, hdr_len);
   }
-  if (httplib_reads_body) {
-    out += body;
-  } else if (!body.empty()) {
+  // cpp-httplib 0.18 and later read a GET's body too: always pass it on
+  // (0.11 leaves it unread in the per-request MemStream).
+  out += body;
+  if (!httplib_reads_body && !body.empty()) {
     ctx.side_body = std::move(body);
     ctx.has_side_body = true;
   }
