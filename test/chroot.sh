@@ -40,7 +40,7 @@ chroot_ensure() {
         # sid's Release file is served expired on this network.
         echo 'Acquire::Check-Valid-Until "false";' >"$dir/etc/apt/apt.conf.d/99dfend"
         # No recommends: keeps the chroots small and the installs fast.
-        echo 'APT::Install-Recommends "false";' >>"$dir/etc/apt/apt.conf.d/99dfend"
+        echo 'APT::Install-Recommends "false";' >>"$dir/etc/apt/apt.conf.d/99dfend" || return 1
         touch "$dir/.dfend-ready"
     fi
     local missing=() p
@@ -49,23 +49,25 @@ chroot_ensure() {
     done
     if [ ${#missing[@]} -gt 0 ]; then
         log "installing into $suite: ${missing[*]}"
-        chroot_mount "$suite"
-        chroot_run "$suite" apt-get update -qq
-        chroot_run "$suite" apt-get install -y -qq "${missing[@]}" >/dev/null
+        chroot_mount "$suite" || return 1
+        chroot_run "$suite" apt-get update -qq || return 1
+        chroot_run "$suite" apt-get install -y -qq "${missing[@]}" >/dev/null || return 1
     fi
 }
 
 CHROOT_MOUNTED=()
 # chroot_mount SUITE: what pg_virtualenv and apt need (proc, dev, shm, pts).
+# Call it in the shell whose EXIT trap runs chroot_umount_all, not in a
+# subshell or pipeline: CHROOT_MOUNTED must reach the trap.
 chroot_mount() {
     local dir="$DFEND_CHROOTS/$1" m
     for m in "${CHROOT_MOUNTED[@]:-}"; do [ "$m" = "$dir" ] && return 0; done
     CHROOT_MOUNTED+=("$dir")
-    mountpoint -q "$dir/proc" || mount -t proc proc "$dir/proc"
-    mountpoint -q "$dir/dev" || mount --bind /dev "$dir/dev"
+    mountpoint -q "$dir/proc" || mount -t proc proc "$dir/proc" || return 1
+    mountpoint -q "$dir/dev" || mount --bind /dev "$dir/dev" || return 1
     # A private /dev/shm: the chroot's servers never see the host's segments.
-    mountpoint -q "$dir/dev/shm" || mount -t tmpfs -o mode=1777 shm "$dir/dev/shm"
-    mountpoint -q "$dir/dev/pts" || mount --bind /dev/pts "$dir/dev/pts"
+    mountpoint -q "$dir/dev/shm" || mount -t tmpfs -o mode=1777 shm "$dir/dev/shm" || return 1
+    mountpoint -q "$dir/dev/pts" || mount --bind /dev/pts "$dir/dev/pts" || return 1
     cp /etc/resolv.conf "$dir/etc/resolv.conf" 2>/dev/null || true
 }
 
@@ -94,7 +96,7 @@ chroot_run() {
     local env=(PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8
                DEBIAN_FRONTEND=noninteractive)
     local v
-    for v in $(compgen -v | grep -E '^(DFEND_(PG_VERSION|FUZZ_SECONDS)|CI)$' || true); do env+=("$v=${!v}"); done
+    for v in $(compgen -v | grep -E '^(DFEND_(PG_VERSION|FUZZ_SECONDS)|CI|PGPORT)$' || true); do env+=("$v=${!v}"); done
     chroot "$dir" /usr/bin/env -i "${env[@]}" "$@"
 }
 
@@ -106,4 +108,24 @@ chroot_copy_tree() {
     mkdir -p "$dir/$dest"
     (cd "$DFEND_ROOT" && git ls-files -co --exclude-standard -z | xargs -0 -r ls -d 2>/dev/null | tr '\n' '\0' \
         | tar --null -T - -cf -) | tar -C "$dir/$dest" -xf -
+}
+
+# A free TCP port for a chroot's clusters. The chroot shares the host's
+# network but not its cluster list, so pg_virtualenv inside would start at
+# 5432 like every host run and lose races for it: pg_virtualenv takes PGPORT
+# instead. Random in 20000-29999, below the kernel's ephemeral range.
+chroot_free_port() {
+    python3 - <<'PY'
+import random, socket
+for _ in range(200):
+    port = random.randint(20000, 29999)
+    try:
+        for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+            with socket.socket(family, socket.SOCK_STREAM) as s:
+                s.bind((host, port))
+        print(port)
+        break
+    except OSError:
+        continue
+PY
 }

@@ -29,14 +29,15 @@ for v in "${VERSIONS[@]}"; do
     started=$SECONDS
     log "PostgreSQL $v in the $suite chroot"
     chroot_lock "$suite"
+    # No subshell or pipe around the mounting: the EXIT trap must see it.
     set +e
-    (
-        set -e
-        chroot_ensure "$suite" $(dfend_pg_packages "$v")
-        chroot_mount "$suite"
-        chroot_copy_tree "$suite" /build/dfend
-        DFEND_PG_VERSION=$v chroot_run "$suite" bash /build/dfend/test/run-tests.sh --pg-only
-    ) 2>&1 | tee "$LOGS/$v.log"
+    if chroot_ensure "$suite" $(dfend_pg_packages "$v") && chroot_mount "$suite" &&
+            chroot_copy_tree "$suite" /build/dfend; then
+        DFEND_PG_VERSION=$v PGPORT=$(chroot_free_port) \
+            chroot_run "$suite" bash /build/dfend/test/run-tests.sh --pg-only 2>&1 | tee "$LOGS/$v.log"
+    else
+        echo "could not prepare the $suite chroot" | tee "$LOGS/$v.log"
+    fi
     set -e
     chroot_umount_all
     exec {CHROOT_LOCK_FD}>&-   # the next run may take this chroot now
