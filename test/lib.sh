@@ -36,7 +36,13 @@ ensure_packages() {
 
 build_and_install() {
     log "building the extension and the emulator"
-    make -C "$DFEND_ROOT" -s -j2 >/dev/null
+    # The compiler's messages stay visible; DFEND_BUILD_WARNINGS counts them.
+    local messages
+    messages=$(mktemp)
+    make -C "$DFEND_ROOT" -s -j2 >/dev/null 2>"$messages" || { cat "$messages" >&2; rm -f "$messages"; return 1; }
+    cat "$messages" >&2
+    DFEND_BUILD_WARNINGS=$(grep -c ': warning:' "$messages" || true)
+    rm -f "$messages"
     make -C "$DFEND_ROOT" -s install >/dev/null
     make -C "$DFEND_ROOT" -s emulator >/dev/null
 }

@@ -40,6 +40,11 @@ fi
 make_run_dir
 trap 'stop_emulators; rm -rf "$DFEND_RUN_DIR"' EXIT
 log "testing on $("$PG_CONFIG" --version)"
+if [ "${DFEND_BUILD_WARNINGS:-0}" = 0 ]; then
+    count 1 0 "warning-free build"
+else
+    count 0 1 "warning-free build ($DFEND_BUILD_WARNINGS warnings)"
+fi
 
 if ! $PG_ONLY; then
 # --- C++ unit tests ---------------------------------------------------------
