@@ -9,10 +9,20 @@ PG_SRCS = $(wildcard src/pg/*.cpp)
 OBJS = $(CORE_SRCS:.cpp=.o) $(PG_SRCS:.cpp=.o)
 
 # Regression tests: sql/NAME.sql with expected/NAME.out (sql/dfend--*.sql are
-# the extension's install and upgrade scripts). They need the emulator and
-# settings that test/run-tests.sh provides.
+# the extension's install and upgrade scripts). test/run-tests.sh runs them
+# all in a cluster it configures (it sets DFEND_EMULATOR_URL). A bare
+# `make installcheck` against a running server starts its own emulator
+# (test/installcheck.sh) and skips the files that need the runner's setup:
+#   tls: three more emulators serving certificates from a private CA.
 REGRESS = setup register validation errors retries secrecy tls cancel attach backfill replies attacks
+REGRESS_NEEDS_RUNNER = tls
 REGRESS_OPTS = --load-extension=dfend
+ifndef DFEND_EMULATOR_URL
+REGRESS := $(filter-out $(REGRESS_NEEDS_RUNNER),$(REGRESS))
+endif
+
+# The distribution's version, for make dist (PGXN's META.json).
+DISTVERSION = $(shell sed -n 's/^  "version": "\(.*\)",$$/\1/p' META.json)
 
 PG_CPPFLAGS = -I$(srcdir)/src
 PG_CXXFLAGS = -std=c++17 -Wno-register -Wall -Wextra -Wno-unused-parameter
@@ -32,6 +42,20 @@ CORE_HEADERS = $(wildcard src/core/*.hpp)
 PG_HEADERS = $(wildcard src/pg/*.hpp)
 $(OBJS): $(CORE_HEADERS)
 $(PG_SRCS:.cpp=.o): $(PG_HEADERS)
+
+# Wraps pg_regress itself (PG 17's pg_regress_installcheck starts with an echo).
+ifndef DFEND_EMULATOR_URL
+PG_REGRESS_BIN = $(top_builddir)/src/test/regress/pg_regress
+pg_regress_installcheck := $(subst $(PG_REGRESS_BIN),$(srcdir)/test/installcheck.sh $(PG_REGRESS_BIN),$(pg_regress_installcheck))
+endif
+
+# A source archive of the committed tree (HEAD), as pgvector does: zip for
+# PGXN, tar.gz for distributions.
+.PHONY: dist
+dist:
+	mkdir -p dist
+	git archive --format zip --prefix=$(EXTENSION)-$(DISTVERSION)/ -o dist/$(EXTENSION)-$(DISTVERSION).zip HEAD
+	git archive --format tar.gz --prefix=$(EXTENSION)-$(DISTVERSION)/ -o dist/$(EXTENSION)-$(DISTVERSION).tar.gz HEAD
 
 # --- tests outside PostgreSQL -------------------------------------------
 # Unit tests run an in-process cpp-httplib server; Debian's cpp-httplib is a

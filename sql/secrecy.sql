@@ -48,9 +48,10 @@ RESET ROLE;
 
 -- An ordinary role cannot read, change or redirect the key.
 SET ROLE dfend_app;
-SELECT try($$SHOW dfend.api_key$$);
-SELECT try($$SELECT current_setting('dfend.api_key')$$);
-SELECT try($$SHOW dfend.api_key_file$$);
+-- (PostgreSQL 16 reworded the message; the SQLSTATE is unchanged.)
+SELECT regexp_replace(try($$SHOW dfend.api_key$$), 'permission denied to', 'must be superuser or have privileges of pg_read_all_settings to') AS try;
+SELECT regexp_replace(try($$SELECT current_setting('dfend.api_key')$$), 'permission denied to', 'must be superuser or have privileges of pg_read_all_settings to') AS try;
+SELECT regexp_replace(try($$SHOW dfend.api_key_file$$), 'permission denied to', 'must be superuser or have privileges of pg_read_all_settings to') AS try;
 SELECT count(*) AS visible_in_pg_settings FROM pg_settings WHERE name IN ('dfend.api_key', 'dfend.api_key_file');
 SELECT try($$SELECT * FROM pg_file_settings$$);
 SELECT try($$SELECT pg_read_file('postgresql.conf')$$);

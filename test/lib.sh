@@ -4,15 +4,25 @@ set -euo pipefail
 
 DFEND_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export DFEND_ROOT
-DFEND_PACKAGES="postgresql-15 postgresql-server-dev-15 postgresql-common libcurl4-openssl-dev
-  nlohmann-json3-dev g++ make pkgconf libcpp-httplib-dev libgtest-dev clang-14 libfuzzer-14-dev
-  openssl curl python3 procps"
+# The PostgreSQL major version under test: the host's 15 unless
+# test/run-matrix.sh runs us inside another version's chroot.
+DFEND_PG_VERSION=${DFEND_PG_VERSION:-15}
+export DFEND_PG_VERSION
+export PG_CONFIG=/usr/lib/postgresql/$DFEND_PG_VERSION/bin/pg_config
+# What the pg_regress suite and the scenarios need on PostgreSQL VERSION ...
+dfend_pg_packages() {
+    echo "postgresql-$1 postgresql-server-dev-$1 postgresql-common libcurl4-openssl-dev
+      nlohmann-json3-dev g++ make pkgconf libcpp-httplib-dev openssl ca-certificates curl python3 procps"
+}
+DFEND_PG_PACKAGES=$(dfend_pg_packages "$DFEND_PG_VERSION")
+# ... and the unit tests and the fuzzer (run on the host only).
+DFEND_PACKAGES="$DFEND_PG_PACKAGES libgtest-dev clang-14 libfuzzer-14-dev"
 
 log() { printf '==> %s\n' "$*" >&2; }
 
 ensure_packages() {
     local missing=()
-    for p in $DFEND_PACKAGES; do
+    for p in ${1:-$DFEND_PACKAGES}; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
     done
     if [ ${#missing[@]} -gt 0 ]; then
@@ -26,7 +36,13 @@ ensure_packages() {
 
 build_and_install() {
     log "building the extension and the emulator"
-    make -C "$DFEND_ROOT" -s -j2 >/dev/null
+    # The compiler's messages stay visible; DFEND_BUILD_WARNINGS counts them.
+    local messages
+    messages=$(mktemp)
+    make -C "$DFEND_ROOT" -s -j2 >/dev/null 2>"$messages" || { cat "$messages" >&2; rm -f "$messages"; return 1; }
+    cat "$messages" >&2
+    DFEND_BUILD_WARNINGS=$(grep -c ': warning:' "$messages" || true)
+    rm -f "$messages"
     make -C "$DFEND_ROOT" -s install >/dev/null
     make -C "$DFEND_ROOT" -s emulator >/dev/null
 }

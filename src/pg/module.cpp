@@ -1,4 +1,5 @@
 // Module entry: PG_MODULE_MAGIC and _PG_init.
+#include "core/version.hpp"
 #include "queue.hpp"
 #include "settings.hpp"
 
@@ -6,7 +7,7 @@
 
 extern "C" {
 
-PG_MODULE_MAGIC;
+DFEND_MODULE_MAGIC(dfend::kVersion);
 
 void _PG_init(void);
 

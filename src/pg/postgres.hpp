@@ -53,3 +53,5 @@ extern "C" {
 #include "utils/typcache.h"
 #include "utils/wait_event.h"
 }
+
+#include "compat.hpp"

@@ -72,11 +72,11 @@ bool check_api_key(char **newval, void **extra, GucSource source)
         }
     }
     std::size_t length = strlen(value);
-    auto *stored = static_cast<ApiKey *>(malloc(offsetof(ApiKey, key) + length + 1));
-    char *shown = strdup(length ? kMask : "");
+    auto *stored = static_cast<ApiKey *>(compat::guc_alloc(offsetof(ApiKey, key) + length + 1));
+    char *shown = compat::guc_string(length ? kMask : "");
     if (!stored || !shown) {
-        free(stored);
-        free(shown);
+        compat::guc_release(stored);
+        compat::guc_release(shown);
         GUC_check_errcode(ERRCODE_OUT_OF_MEMORY);
         GUC_check_errmsg("out of memory");
         return false;
@@ -84,7 +84,7 @@ bool check_api_key(char **newval, void **extra, GucSource source)
     stored->source = source;
     memcpy(stored->key, value, length + 1);
     explicit_bzero(*newval, length);
-    free(*newval);
+    compat::guc_release(*newval);
     *newval = shown;
     *extra = stored;
     return true;

@@ -290,7 +290,7 @@ void enqueue(Oid table, const char *user_id, const char *reason)
     TupleTableSlot *slot = MakeSingleTupleTableSlot(desc, &TTSOpsHeapTuple);
     ExecStoreHeapTuple(heap_form_tuple(desc, values, nulls), slot, false);
     simple_table_tuple_insert(outbox, slot);
-    ExecInsertIndexTuples(result_relation, slot, estate, false, false, nullptr, NIL);
+    compat::insert_index_tuples(result_relation, slot, estate);
     ExecDropSingleTupleTableSlot(slot);
     ExecCloseIndices(result_relation);
     FreeExecutorState(estate);

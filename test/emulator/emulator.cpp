@@ -1042,7 +1042,13 @@ class MemStream : public httplib::Stream {
   std::string &output() { return out_; }
 
   bool is_readable() const override { return pos_ < in_.size(); }
-  bool is_writable() const override { return true; }
+  // Each cpp-httplib version has its own subset of these pure virtuals
+  // (0.11: is_writable; 0.41: wait_readable, wait_writable, duration), so
+  // no `override`: each one overrides where its version declares it.
+  bool is_writable() const { return true; }
+  bool wait_readable() const { return is_readable(); }
+  bool wait_writable() const { return true; }
+  time_t duration() const { return 0; }
   ssize_t read(char *ptr, size_t size) override {
     size_t k = std::min(size, in_.size() - pos_);
     if (k) std::memcpy(ptr, in_.data() + pos_, k);
@@ -1291,9 +1297,10 @@ ReadResult read_request(Transport &t, std::string &in, std::string &out,
   } else {
     out.assign(in, 0, hdr_len);
   }
-  if (httplib_reads_body) {
-    out += body;
-  } else if (!body.empty()) {
+  // cpp-httplib 0.18 and later read a GET's body too: always pass it on
+  // (0.11 leaves it unread in the per-request MemStream).
+  out += body;
+  if (!httplib_reads_body && !body.empty()) {
     ctx.side_body = std::move(body);
     ctx.has_side_body = true;
   }
@@ -1310,6 +1317,22 @@ class EmuServer : public Base {
   using Base::Base;
 
  private:
+  // Newer cpp-httplib (Debian 13 and later) also passes the peer's and our
+  // address; the overload that compiles is chosen (int beats long).
+  template <class S = Base>
+  auto call_process_request(httplib::Stream &strm, bool close, bool &closed, int)
+      -> decltype(std::declval<EmuServer<S> &>().process_request(
+                      strm, std::string(), 0, std::string(), 0, close, closed,
+                      std::function<void(httplib::Request &)>()),
+                  bool()) {
+    return this->process_request(strm, "127.0.0.1", 0, "127.0.0.1", 0, close, closed,
+                                 [](httplib::Request &) {});
+  }
+  template <class S = Base>
+  bool call_process_request(httplib::Stream &strm, bool close, bool &closed, long) {
+    return this->process_request(strm, close, closed, [](httplib::Request &) {});
+  }
+
   bool process_and_close_socket(socket_t sock) override {
     int one = 1;
     setsockopt(sock, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -1346,8 +1369,7 @@ class EmuServer : public Base {
         req_bytes.clear();
         bool close_connection = count == 1 || g_stopping;
         bool connection_closed = false;
-        bool processed = this->process_request(strm, close_connection, connection_closed,
-                                               [](httplib::Request &) {});
+        bool processed = call_process_request(strm, close_connection, connection_closed, 0);
         if (ctx.drop != DropMode::None) {
           if (ctx.drop == DropMode::Partial) {
             // Status line, headers and half of the body, then close.

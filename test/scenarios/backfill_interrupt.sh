@@ -23,7 +23,7 @@ if [ "${1:-}" != inner ]; then
     export DFEND_EMULATOR_URL="http://127.0.0.1:$EMULATOR_PORT"
     write_key_file "$DFEND_RUN_DIR/api.key" sk_test_emulator
     export OUT="$DFEND_RUN_DIR"
-    pg_virtualenv -t -v 15 -o shared_preload_libraries=dfend \
+    pg_virtualenv -t -v "$DFEND_PG_VERSION" -o shared_preload_libraries=dfend \
         -o "dfend.api_url=$DFEND_EMULATOR_URL" -o "dfend.api_key_file=$DFEND_RUN_DIR/api.key" \
         bash "$0" inner | tee "$DFEND_RUN_DIR/inner.out"
     grep -q '^not ok' "$DFEND_RUN_DIR/inner.out" && SCENARIO_FAILED=1

@@ -10,7 +10,7 @@ trap 'make -C "$BORDER_DIR" -s uninstall >/dev/null 2>&1; make -C "$BORDER_DIR" 
 make -C "$BORDER_DIR" -s -j2 >/dev/null
 make -C "$BORDER_DIR" -s install >/dev/null
 
-pg_virtualenv -t -v 15 bash -c '
+pg_virtualenv -t -v "$DFEND_PG_VERSION" bash -c '
     source "$DFEND_ROOT/test/lib.sh"
     psql -XAtq -v ON_ERROR_STOP=1 -f "$DFEND_ROOT/test/border/dfend_border_test.sql" >/dev/null
     started=$(sql "SELECT pg_postmaster_start_time()")

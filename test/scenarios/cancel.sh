@@ -9,7 +9,7 @@ export DFEND_URL="http://127.0.0.1:$EMULATOR_PORT" DFEND_EMULATOR_URL="http://12
 write_key_file "$DFEND_RUN_DIR/api.key" sk_test_emulator
 export OUT="$DFEND_RUN_DIR"
 
-pg_virtualenv -t -v 15 -o shared_preload_libraries=dfend -o "dfend.api_url=$DFEND_URL" \
+pg_virtualenv -t -v "$DFEND_PG_VERSION" -o shared_preload_libraries=dfend -o "dfend.api_url=$DFEND_URL" \
     -o "dfend.api_key_file=$DFEND_RUN_DIR/api.key" bash -c '
     source "$DFEND_ROOT/test/lib.sh"
     sql "CREATE EXTENSION dfend" >/dev/null

@@ -119,7 +119,7 @@ expect "the server still uses the key from postgresql.conf" \
     "$(sql 'SELECT created FROM dfend_register_identity($$k-3$$)')" "t"
 INNER
 
-pg_virtualenv -t -v 15 -o shared_preload_libraries=dfend -o "dfend.api_url=$DFEND_URL" \
+pg_virtualenv -t -v "$DFEND_PG_VERSION" -o shared_preload_libraries=dfend -o "dfend.api_url=$DFEND_URL" \
     -o "dfend.api_key=$FIRST_KEY" -o log_min_messages=debug5 -o client_min_messages=notice \
     -o log_statement=all -o log_min_duration_statement=0 -o log_min_error_statement=debug5 \
     -o log_parameter_max_length=-1 -o log_parameter_max_length_on_error=-1 \

@@ -50,7 +50,7 @@ expect "$order: the server did not restart (end)" "$(sql "SELECT pg_postmaster_s
 INNER
 
 for order in pg_stat_statements,dfend dfend,pg_stat_statements; do
-    pg_virtualenv -t -v 15 -o "shared_preload_libraries=$order" -o pg_stat_statements.track=all \
+    pg_virtualenv -t -v "$DFEND_PG_VERSION" -o "shared_preload_libraries=$order" -o pg_stat_statements.track=all \
         -o pg_stat_statements.track_utility=on -o log_statement=all \
         bash "$DFEND_RUN_DIR/inner.sh" "$order" | tee "$DFEND_RUN_DIR/inner.out"
     grep -q '^not ok' "$DFEND_RUN_DIR/inner.out" && SCENARIO_FAILED=1

@@ -10,7 +10,7 @@ export DFEND_URL="http://127.0.0.1:$EMULATOR_PORT"
 write_key_file "$DFEND_RUN_DIR/api.key" sk_test_emulator
 export KEY_FILE="$DFEND_RUN_DIR/api.key"
 
-pg_virtualenv -t -v 15 -o "dfend.api_url=$DFEND_URL" -o "dfend.api_key=sk_test_emulator" bash -c '
+pg_virtualenv -t -v "$DFEND_PG_VERSION" -o "dfend.api_url=$DFEND_URL" -o "dfend.api_key=sk_test_emulator" bash -c '
     source "$DFEND_ROOT/test/lib.sh"
     sql "CREATE EXTENSION dfend" >/dev/null
     sql "CREATE ROLE plain_user" >/dev/null
@@ -32,7 +32,7 @@ pg_virtualenv -t -v 15 -o "dfend.api_url=$DFEND_URL" -o "dfend.api_key=sk_test_e
 ' | tee "$DFEND_RUN_DIR/a.out"
 grep -q '^not ok' "$DFEND_RUN_DIR/a.out" && SCENARIO_FAILED=1
 
-pg_virtualenv -t -v 15 -o "dfend.api_url=$DFEND_URL" -o "dfend.api_key_file=$KEY_FILE" bash -c '
+pg_virtualenv -t -v "$DFEND_PG_VERSION" -o "dfend.api_url=$DFEND_URL" -o "dfend.api_key_file=$KEY_FILE" bash -c '
     source "$DFEND_ROOT/test/lib.sh"
     sql "CREATE EXTENSION dfend" >/dev/null
     expect "without preloading the key file route works" \

@@ -10,7 +10,7 @@ start_emulator main --key sk_test_emulator
 export DFEND_EMULATOR_URL="http://127.0.0.1:$EMULATOR_PORT"
 write_key_file "$DFEND_RUN_DIR/api.key" sk_test_emulator
 
-pg_virtualenv -t -v 15 -o "dfend.api_url=$DFEND_EMULATOR_URL" \
+pg_virtualenv -t -v "$DFEND_PG_VERSION" -o "dfend.api_url=$DFEND_EMULATOR_URL" \
     -o "dfend.api_key_file=$DFEND_RUN_DIR/api.key" -o dfend.retry_base_delay=10ms bash -c '
     source "$DFEND_ROOT/test/lib.sh"
     # Every object of the extension, described by what defines it.

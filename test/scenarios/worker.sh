@@ -10,7 +10,7 @@ export DFEND_EMULATOR_URL="http://127.0.0.1:$EMULATOR_PORT"
 write_key_file "$DFEND_RUN_DIR/api.key" sk_test_emulator
 export OUT="$DFEND_RUN_DIR"
 
-pg_virtualenv -t -v 15 -o shared_preload_libraries=dfend -o "dfend.api_url=$DFEND_EMULATOR_URL" \
+pg_virtualenv -t -v "$DFEND_PG_VERSION" -o shared_preload_libraries=dfend -o "dfend.api_url=$DFEND_EMULATOR_URL" \
     -o "dfend.api_key_file=$DFEND_RUN_DIR/api.key" -o dfend.worker_databases=postgres,second \
     -o dfend.retry_base_delay=10ms -o dfend.worker_poll_interval=60s bash -c '
     source "$DFEND_ROOT/test/lib.sh"
