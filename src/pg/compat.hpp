@@ -62,4 +62,16 @@ inline void guc_release(void *pointer)
 #endif
 }
 
+// Every setting the server knows (utils/guc_tables.h): 16 keeps them in a
+// hash table and hands back a fresh array with its length.
+inline struct config_generic **all_settings(int *count)
+{
+#if PG_VERSION_NUM >= 160000
+    return get_guc_variables(count);
+#else
+    *count = GetNumConfigOptions();
+    return get_guc_variables();
+#endif
+}
+
 } // namespace dfend::pg::compat

@@ -15,7 +15,6 @@
 
 extern "C" {
 #include "commands/dbcommands.h"
-#include "utils/guc_tables.h"
 }
 
 namespace dfend::pg {
@@ -32,23 +31,13 @@ struct ServerSetting {
 ServerSetting *server_settings = nullptr;
 int server_setting_count = 0;
 
-struct config_generic **all_settings(int *count)
-{
-#if PG_VERSION_NUM >= 160000
-    return get_guc_variables(count);
-#else
-    *count = GetNumConfigOptions();
-    return get_guc_variables();
-#endif
-}
-
 // Before connecting: what the server configuration (postgresql.conf, the
 // command line, defaults) says for every setting a database or role could
 // override.
 void remember_server_settings()
 {
     int count = 0;
-    struct config_generic **settings = all_settings(&count);
+    struct config_generic **settings = compat::all_settings(&count);
     server_settings = (ServerSetting *) MemoryContextAllocZero(
         TopMemoryContext, sizeof(ServerSetting) * std::max(count, 1));
     for (int i = 0; i < count; ++i) {
