@@ -19,7 +19,10 @@ export DFEND_EMULATOR_URL="http://127.0.0.1:$EMULATOR_PORT"
 # Writable, not listable, by the server's user.
 chmod 733 "$DFEND_RUN_DIR"
 psql -XAtq -v ON_ERROR_STOP=1 -d postgres \
-    -c "COPY (SELECT 'sk_test_emulator') TO PROGRAM 'umask 077 && cat > $DFEND_RUN_DIR/api.key'" >/dev/null
+    -c "COPY (SELECT 'sk_test_emulator') TO PROGRAM 'umask 077 && cat > $DFEND_RUN_DIR/api.key'" \
+    -c "COPY (SELECT 'sk_wrong_key') TO PROGRAM 'umask 077 && cat > $DFEND_RUN_DIR/wrong.key'" >/dev/null
+# A key DFend rejects, for the wrong-key tests (no SQL text may carry a key).
+export DFEND_WRONG_KEY_FILE="$DFEND_RUN_DIR/wrong.key"
 # session_preload_libraries: dfend's settings exist from the first statement.
 export PGOPTIONS="${PGOPTIONS:-} -c session_preload_libraries=dfend -c dfend.api_url=$DFEND_EMULATOR_URL -c dfend.api_key_file=$DFEND_RUN_DIR/api.key -c dfend.retry_base_delay=10ms"
 "$@"
