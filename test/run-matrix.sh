@@ -41,7 +41,7 @@ for v in "${VERSIONS[@]}"; do
     set -e
     chroot_umount_all
     exec {CHROOT_LOCK_FD}>&-   # the next run may take this chroot now
-    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$LOGS/$v.log" | tail -1)
+    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$LOGS/$v.log" | tail -1 || true)
     if [ -n "$line" ]; then
         p=${line%% passed*}; f=${line#*, }; f=${f%% failed*}
     else

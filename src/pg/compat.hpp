@@ -18,6 +18,18 @@
 #define DFEND_MODULE_MAGIC(version) PG_MODULE_MAGIC
 #endif
 
+// ExecutorRun_hook: 18 dropped the execute_once argument. A hook is
+// declared with DFEND_EXECUTOR_RUN_PARAMS and passes DFEND_EXECUTOR_RUN_ARGS
+// on (its parameters are named query, direction, count, execute_once).
+#if PG_VERSION_NUM >= 180000
+#define DFEND_EXECUTOR_RUN_PARAMS QueryDesc *query, ScanDirection direction, uint64 count
+#define DFEND_EXECUTOR_RUN_ARGS query, direction, count
+#else
+#define DFEND_EXECUTOR_RUN_PARAMS                                                            \
+    QueryDesc *query, ScanDirection direction, uint64 count, bool execute_once
+#define DFEND_EXECUTOR_RUN_ARGS query, direction, count, execute_once
+#endif
+
 namespace dfend::pg::compat {
 
 // Inserts the index entries of a freshly inserted heap tuple. 16 added the

@@ -248,7 +248,7 @@ void process_utility(PlannedStmt *statement, const char *query, bool read_only_t
     PG_END_TRY();
 }
 
-void executor_run(QueryDesc *query, ScanDirection direction, uint64 count, bool execute_once)
+void executor_run(DFEND_EXECUTOR_RUN_PARAMS)
 {
     if (nesting_level == 0)
         redact_activity_if_named();
@@ -256,9 +256,9 @@ void executor_run(QueryDesc *query, ScanDirection direction, uint64 count, bool 
     PG_TRY();
     {
         if (previous_run_hook)
-            previous_run_hook(query, direction, count, execute_once);
+            previous_run_hook(DFEND_EXECUTOR_RUN_ARGS);
         else
-            standard_ExecutorRun(query, direction, count, execute_once);
+            standard_ExecutorRun(DFEND_EXECUTOR_RUN_ARGS);
     }
     PG_FINALLY();
     {
