@@ -93,6 +93,18 @@ start_emulator() {
     EMULATOR_PORT=$(cat "$port_file")
 }
 
+# The usual start of a scenario: a scratch folder and an emulator (flags as
+# for start_emulator) that go away on exit, DFEND_EMULATOR_URL, a key file
+# at $DFEND_RUN_DIR/api.key, and OUT for the scenario's own files.
+start_scenario() {
+    make_run_dir
+    trap 'stop_emulators; rm -rf "$DFEND_RUN_DIR"' EXIT
+    start_emulator main --key sk_test_emulator "$@"
+    export DFEND_EMULATOR_URL="http://127.0.0.1:$EMULATOR_PORT"
+    write_key_file "$DFEND_RUN_DIR/api.key" sk_test_emulator
+    export OUT="$DFEND_RUN_DIR"
+}
+
 # TAP-style results for scenario scripts, counted by test/run-tests.sh.
 SCENARIO_FAILED=0
 pass() { echo "ok - $*"; }

@@ -11,12 +11,7 @@
 # Last, the pg_regress attacks file (sql/attacks.sql) runs in the same
 # cluster, so every attack also runs with pg_stat_statements loaded.
 source "$(dirname "$0")/../lib.sh"
-make_run_dir
-trap 'stop_emulators; rm -rf "$DFEND_RUN_DIR"' EXIT
-start_emulator main --key sk_test_emulator
-export DFEND_EMULATOR_URL="http://127.0.0.1:$EMULATOR_PORT"
-write_key_file "$DFEND_RUN_DIR/api.key" sk_test_emulator
-export OUT="$DFEND_RUN_DIR"
+start_scenario
 
 pg_virtualenv -t -v "$DFEND_PG_VERSION" -o shared_preload_libraries=pg_stat_statements,dfend \
     -o "dfend.api_url=$DFEND_EMULATOR_URL" -o "dfend.api_key_file=$DFEND_RUN_DIR/api.key" \

@@ -16,12 +16,7 @@
 #      extra_float_digits: the outbox stores a rounded key, and the worker
 #      reads and registers another user's row instead of theirs.
 source "$(dirname "$0")/../lib.sh"
-make_run_dir
-trap 'stop_emulators; rm -rf "$DFEND_RUN_DIR"' EXIT
-start_emulator main --key sk_test_emulator
-export DFEND_EMULATOR_URL="http://127.0.0.1:$EMULATOR_PORT"
-write_key_file "$DFEND_RUN_DIR/api.key" sk_test_emulator
-export OUT="$DFEND_RUN_DIR"
+start_scenario
 
 pg_virtualenv -t -v "$DFEND_PG_VERSION" \
     -o "dfend.api_url=$DFEND_EMULATOR_URL" -o "dfend.api_key_file=$DFEND_RUN_DIR/api.key" \

@@ -4,11 +4,7 @@
 # updated objects are exactly those of a fresh install of the new version,
 # and the queue still drains.
 source "$(dirname "$0")/../lib.sh"
-make_run_dir
-trap 'stop_emulators; rm -rf "$DFEND_RUN_DIR"' EXIT
-start_emulator main --key sk_test_emulator
-export DFEND_EMULATOR_URL="http://127.0.0.1:$EMULATOR_PORT"
-write_key_file "$DFEND_RUN_DIR/api.key" sk_test_emulator
+start_scenario
 
 pg_virtualenv -t -v "$DFEND_PG_VERSION" -o "dfend.api_url=$DFEND_EMULATOR_URL" \
     -o "dfend.api_key_file=$DFEND_RUN_DIR/api.key" -o dfend.retry_base_delay=10ms bash -c '
