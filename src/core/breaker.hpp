@@ -58,8 +58,7 @@ enum class BreakerEvent {
     Neutral,      // says nothing about DFend's health (429, cancelled)
 };
 
-// The event an outcome stands for: success for nullptr-like "no error" is
-// the caller's (pass BreakerEvent::Success); this maps an Error's kind.
+// The event a failed request stands for (a 2xx is BreakerEvent::Success).
 BreakerEvent breaker_event_for(ErrorKind kind) noexcept;
 
 // What changed, so the caller can log "opened" and "closed" (rate-limiting
