@@ -150,6 +150,10 @@ struct Config {
   std::string drop_mode = "empty";  // "empty" | "partial"
   double rate_hang = 0;
   int64_t hang_ms = 30000;
+  // The account's rate limit: a token bucket per API key, shared by every
+  // connection; 0 = no limit (see "Account rate limit" in the README).
+  double account_rate = 0;
+  int64_t account_burst = 1;
   std::vector<std::string> fail_user_ids;
   std::unordered_set<std::string> fail_set;
   bool error_echo_key = false;
@@ -187,6 +191,8 @@ json config_to_json(const Config &c) {
   j["drop_mode"] = c.drop_mode;
   j["rate_hang"] = c.rate_hang;
   j["hang_ms"] = c.hang_ms;
+  j["account_rate"] = c.account_rate;
+  j["account_burst"] = c.account_burst;
   j["fail_user_ids"] = c.fail_user_ids;
   j["error_echo_key"] = c.error_echo_key;
   j["reply_fault"] = c.reply_fault;
@@ -241,6 +247,13 @@ std::string apply_config(Config &c, const json &j) {
     else if (k == "rate_429") err = get_rate(c.rate_429);
     else if (k == "rate_drop") err = get_rate(c.rate_drop);
     else if (k == "rate_hang") err = get_rate(c.rate_hang);
+    else if (k == "account_burst") err = get_int(1, 1000000, c.account_burst);
+    else if (k == "account_rate") {
+      if (!v.is_number() || !(v.get<double>() >= 0.0 && v.get<double>() <= 1e6))
+        err = "account_rate must be a number between 0 and 1000000";
+      else
+        c.account_rate = v.get<double>();
+    }
     else if (k == "drop_after_commit") err = get_bool(c.drop_after_commit);
     else if (k == "error_echo_key") err = get_bool(c.error_echo_key);
     else if (k == "reply_fault") {
@@ -348,12 +361,48 @@ json identity_to_json(const Identity &idn) {
 struct Stats {
   std::mutex mu;
   uint64_t requests = 0, dropped = 0, hung = 0, posts = 0, gets = 0,
-           created = 0, merged = 0, existing = 0;
+           created = 0, merged = 0, existing = 0, account_limited = 0;
   std::map<int, uint64_t> by_status;
 };
 Stats g_stats;
 std::atomic<int64_t> g_in_flight{0};
 std::atomic<int64_t> g_max_in_flight{0};
+
+// ---------------------------------------------------------------------------
+// Account rate limit: one token bucket per key. A bucket starts full
+// (account_burst tokens) and gains account_rate tokens per second up to the
+// burst; a request takes one token or is answered 429. Buckets are dropped
+// (so start full again) when the limit is reconfigured and at /admin/reset.
+// ---------------------------------------------------------------------------
+struct Bucket {
+  double tokens = 0;
+  std::chrono::steady_clock::time_point at;
+};
+std::mutex g_bucket_mu;
+std::unordered_map<std::string, Bucket> g_buckets;
+
+void clear_buckets() {
+  std::lock_guard<std::mutex> lk(g_bucket_mu);
+  g_buckets.clear();
+}
+
+// True when the key's bucket has a token for this request (and takes it).
+bool account_admits(const Config &cfg, const std::string &key) {
+  if (cfg.account_rate <= 0) return true;
+  const auto now = std::chrono::steady_clock::now();
+  const double burst = double(cfg.account_burst);
+  std::lock_guard<std::mutex> lk(g_bucket_mu);
+  auto [it, fresh] = g_buckets.try_emplace(key, Bucket{burst, now});
+  Bucket &b = it->second;
+  if (!fresh) {
+    const double elapsed = std::chrono::duration<double>(now - b.at).count();
+    b.tokens = std::min(burst, b.tokens + elapsed * cfg.account_rate);
+    b.at = now;
+  }
+  if (b.tokens < 1) return false;
+  b.tokens -= 1;
+  return true;
+}
 
 struct InFlightGuard {
   InFlightGuard() {
@@ -741,7 +790,7 @@ void handle_identity(const httplib::Request &req, httplib::Response &res) {
     if (is_post) g_stats.posts++;
     if (is_get) g_stats.gets++;
   }
-  bool dropped = false, hung = false;
+  bool dropped = false, hung = false, account_limited = false;
 
   if (!is_post && !is_get) {
     res.set_header("Allow", "GET, POST");
@@ -760,7 +809,11 @@ void handle_identity(const httplib::Request &req, httplib::Response &res) {
       // Deterministic faults ("the next N requests") first, then one roll
       // over cumulative ranges: 5xx, 429, drop, hang (at most one fault).
       enum class Fault { None, Unavailable, RateLimited, Drop, Hang } fault = Fault::None;
-      if (take_one(g_next_5xx)) fault = Fault::Unavailable;
+      // The account's limit comes first, as a gateway in front of the API:
+      // a request it refuses takes no token and no fault.
+      const bool over_limit = !account_admits(cfg, ri.key);
+      if (over_limit) fault = Fault::RateLimited;
+      else if (take_one(g_next_5xx)) fault = Fault::Unavailable;
       else if (take_one(g_next_429)) fault = Fault::RateLimited;
       else if (take_one(g_next_drop)) fault = Fault::Drop;
       else if (take_one(g_next_hang)) fault = Fault::Hang;
@@ -772,6 +825,7 @@ void handle_identity(const httplib::Request &req, httplib::Response &res) {
         else if (u < (edge += cfg.rate_drop)) fault = Fault::Drop;
         else if (u < (edge += cfg.rate_hang)) fault = Fault::Hang;
       }
+      account_limited = over_limit;
       bool do_drop = fault == Fault::Drop;
       if (fault == Fault::Unavailable) {
         set_error(res, 503, "service unavailable");
@@ -812,6 +866,7 @@ void handle_identity(const httplib::Request &req, httplib::Response &res) {
   if (dropped) g_stats.dropped++;
   else g_stats.by_status[res.status]++;
   if (hung) g_stats.hung++;
+  if (account_limited) g_stats.account_limited++;
 }
 
 // ---------------------------------------------------------------------------
@@ -832,6 +887,7 @@ json stats_json() {
     j["created"] = g_stats.created;
     j["merged"] = g_stats.merged;
     j["existing"] = g_stats.existing;
+    j["account_limited"] = g_stats.account_limited;
   }
   {
     std::lock_guard<std::mutex> lk(g_store.mu);
@@ -871,6 +927,7 @@ void register_routes(httplib::Server &svr) {
       if (*field >= 0) counter->store(*field);
       *field = -1;
     }
+    if (j.contains("account_rate") || j.contains("account_burst")) clear_buckets();
     g_config = next;
     set_json(res, 200, config_to_json(*next));
   });
@@ -899,9 +956,11 @@ void register_routes(httplib::Server &svr) {
       std::lock_guard<std::mutex> lk(g_stats.mu);
       g_stats.requests = g_stats.dropped = g_stats.hung = g_stats.posts = 0;
       g_stats.gets = g_stats.created = g_stats.merged = g_stats.existing = 0;
+      g_stats.account_limited = 0;
       g_stats.by_status.clear();
     }
     g_max_in_flight = g_in_flight.load();
+    clear_buckets();
     json cfg;
     {
       std::lock_guard<std::mutex> lk(g_config_mu);
@@ -1411,6 +1470,7 @@ class EmuServer : public Base {
                "         [--rate-5xx R] [--rate-429 R] [--retry-after S] [--rate-drop R]\n"
                "         [--drop-after-commit] [--drop-mode empty|partial]\n"
                "         [--rate-hang R] [--hang-ms N] [--fail-user-id ID]...\n"
+               "         [--account-rate R] [--account-burst B]\n"
                "         [--error-echo-key] [--reply-fault MODE] [--quiet] [--verbose]\n");
   std::exit(code);
 }
@@ -1540,6 +1600,8 @@ int main(int argc, char **argv) {
     else if (a == "--rate-429") cfg_flags["rate_429"] = parse_double(a, next());
     else if (a == "--rate-drop") cfg_flags["rate_drop"] = parse_double(a, next());
     else if (a == "--rate-hang") cfg_flags["rate_hang"] = parse_double(a, next());
+    else if (a == "--account-rate") cfg_flags["account_rate"] = parse_double(a, next());
+    else if (a == "--account-burst") cfg_flags["account_burst"] = parse_int(a, next());
     else if (a == "--drop-mode") cfg_flags["drop_mode"] = next();
     else if (a == "--drop-after-commit") cfg_flags["drop_after_commit"] = true;
     else if (a == "--error-echo-key") cfg_flags["error_echo_key"] = true;

@@ -308,9 +308,9 @@ check "raw socket cases ($(tail -1 "$TMP/raw.out"))" [ $? -eq 0 ]
 req GET /admin/identities
 check "identities list" jtrue "$BODY" "isinstance(d, list) and {'userId': 'u1', 'id': '$ID1'} in d and d[0]['userId'] == 'k2'"
 req GET /admin/config
-check "config defaults" jtrue "$BODY" 'd == {"latency_ms":0,"jitter_ms":0,"rate_5xx":0,"rate_429":0,"retry_after":1,"rate_drop":0,"drop_after_commit":False,"drop_mode":"empty","rate_hang":0,"hang_ms":30000,"fail_user_ids":[],"error_echo_key":False,"reply_fault":"none","fail_next_5xx":0,"fail_next_429":0,"drop_next":0,"hang_next":0}'
+check "config defaults" jtrue "$BODY" 'd == {"latency_ms":0,"jitter_ms":0,"rate_5xx":0,"rate_429":0,"retry_after":1,"rate_drop":0,"drop_after_commit":False,"drop_mode":"empty","rate_hang":0,"hang_ms":30000,"fail_user_ids":[],"error_echo_key":False,"reply_fault":"none","account_rate":0,"account_burst":1,"fail_next_5xx":0,"fail_next_429":0,"drop_next":0,"hang_next":0}'
 admin_config '{"latency_ms":5}'
-check "config partial update" jtrue "$BODY" 'd["latency_ms"] == 5 and d["retry_after"] == 1 and len(d) == 17'
+check "config partial update" jtrue "$BODY" 'd["latency_ms"] == 5 and d["retry_after"] == 1 and len(d) == 19'
 for b in '{"rate_5xx":2}' '{"latency_ms":-1}' '{"latency_ms":"5"}' '{"bogus":1}' '{"fail_user_ids":[1]}' '{"drop_mode":"x"}' '[1]' 'nope' '{"latency_ms":1.5}'; do
   admin_config "$b"
   check "config 400 for $b" is "$ST" 400
@@ -523,7 +523,7 @@ check "verbose log written" grep -q 'POST /identity -> 200' "$TMP/emu.err"
 start_emu --quiet --latency-ms 3 --jitter-ms 2 --rate-5xx 0.25 --rate-429 0.25 --retry-after 4 --rate-drop 0.1 \
   --rate-hang 0.05 --hang-ms 10 --drop-after-commit --drop-mode partial --fail-user-id a --fail-user-id b --error-echo-key --reply-fault=escaped_key --seed 7
 req GET /admin/config
-check "flags -> config" jtrue "$BODY" 'd == {"latency_ms":3,"jitter_ms":2,"rate_5xx":0.25,"rate_429":0.25,"retry_after":4,"rate_drop":0.1,"drop_after_commit":True,"drop_mode":"partial","rate_hang":0.05,"hang_ms":10,"fail_user_ids":["a","b"],"error_echo_key":True,"reply_fault":"escaped_key","fail_next_5xx":0,"fail_next_429":0,"drop_next":0,"hang_next":0}'
+check "flags -> config" jtrue "$BODY" 'd == {"latency_ms":3,"jitter_ms":2,"rate_5xx":0.25,"rate_429":0.25,"retry_after":4,"rate_drop":0.1,"drop_after_commit":True,"drop_mode":"partial","rate_hang":0.05,"hang_ms":10,"fail_user_ids":["a","b"],"error_echo_key":True,"reply_fault":"escaped_key","account_rate":0,"account_burst":1,"fail_next_5xx":0,"fail_next_429":0,"drop_next":0,"hang_next":0}'
 check "--quiet prints nothing" [ ! -s "$TMP/emu.out" ]
 for i in $(seq 1 60); do post "{\"userId\":\"mix$i\"}"; done
 req GET /admin/stats
@@ -531,6 +531,93 @@ check "mixed faults all observed" jtrue "$BODY" 'd["requests"] == 60 and d["by_s
 stop_emu
 "$EMU" --rate-5xx 1.5 >/dev/null 2>&1
 check "bad flag value refused" [ $? -ne 0 ]
+
+# ---------------------------------------------------------------- account rate limit
+# A token bucket per key, shared by all connections. --account-rate 0.5 gives
+# a token back every 2 s, far longer than the few requests below take, so
+# "the burst passes, the next is 429" does not depend on timing.
+start_emu --quiet --key "$KEY" --key sk_second_key --account-rate 0.5 --account-burst 5
+req GET /admin/config
+check "account flags -> config" jtrue "$BODY" 'd["account_rate"] == 0.5 and d["account_burst"] == 5'
+n200=0
+for i in 1 2 3 4 5; do post "{\"userId\":\"acct$i\"}"; [ "$ST" = 200 ] && n200=$((n200 + 1)); done
+check "account: a burst of 5 passes" is "$n200" 5
+post '{"userId":"acct6"}'
+check "account: the 6th is 429" is "$ST" 429
+check "account: 429 body" jtrue "$BODY" 'd == {"error": "rate limited"}'
+check "account: Retry-After: 1" has_header 'retry-after: 1'
+req POST /identity -H "x-api-key: sk_second_key" -H 'content-type: application/json' --data '{"userId":"other-key"}'
+check "account: another key has its own bucket" is "$ST" 200
+post '{"userId":"acct6"}'
+check "account: still 429" is "$ST" 429
+req GET /admin/stats
+check "account: stats count the limit's 429s" jtrue "$BODY" 'd["account_limited"] == 2 and d["by_status"] == {"200": 6, "429": 2} and d["created"] == 6'
+admin_config '{"fail_next_429":1,"account_rate":0}'
+post '{"userId":"acct7"}'
+check "account: a deterministic 429 is not the limit's" jtrue "$BODY" 'd == {"error": "rate limited"}'
+req GET /admin/stats
+check "account: ... and not counted as such" jtrue "$BODY" 'd["account_limited"] == 2 and d["by_status"]["429"] == 3'
+for i in $(seq 1 20); do post "{\"userId\":\"free$i\"}"; done
+req GET /admin/stats
+check "account_rate 0: no limit" jtrue "$BODY" 'd["by_status"]["200"] == 26'
+admin_config '{"account_rate":-1}'
+check "account_rate < 0 refused" is "$ST" 400
+admin_config '{"account_rate":"5"}'
+check "account_rate not a number refused" is "$ST" 400
+admin_config '{"account_burst":0}'
+check "account_burst 0 refused" is "$ST" 400
+req GET /admin/config
+check "refused updates change nothing" jtrue "$BODY" 'd["account_rate"] == 0 and d["account_burst"] == 5'
+# Reconfiguring the limit refills the buckets; so does /admin/reset.
+admin_config '{"account_rate":0.5,"account_burst":2}'
+post '{"userId":"r1"}'; a=$ST; post '{"userId":"r2"}'; b=$ST; post '{"userId":"r3"}'; c=$ST
+check "account: new limit starts full ($a $b $c)" is "$a $b $c" "200 200 429"
+req POST /admin/reset
+check "reset keeps the limit" jtrue "$BODY" 'd["config"]["account_rate"] == 0.5'
+post '{"userId":"r1"}'; a=$ST; post '{"userId":"r2"}'; b=$ST; post '{"userId":"r3"}'; c=$ST
+check "account: reset refills the bucket ($a $b $c)" is "$a $b $c" "200 200 429"
+req GET /admin/stats
+check "account: reset clears the counter" jtrue "$BODY" 'd["account_limited"] == 1'
+
+# Tokens come back at the configured rate: at 20/s with a burst of 3, over
+# two keep-alive connections taking turns, the 3 first pass, the 4th is 429,
+# then 10 more pass no sooner than 9/20 s (less than one token may have been
+# there) and, polled every 5 ms, not much later than 10/20 s.
+admin_config '{"account_rate":20,"account_burst":3}'
+python3 - "$PORT" "$KEY" >"$TMP/acct.out" 2>&1 <<'PY'
+import http.client, sys, time
+port, key = int(sys.argv[1]), sys.argv[2]
+conns = [http.client.HTTPConnection("127.0.0.1", port) for _ in range(2)]
+n = 0
+def post():
+    global n
+    c = conns[n % 2]; n += 1
+    c.request("POST", "/identity", body='{"userId":"rate%d"}' % n,
+              headers={"x-api-key": key, "content-type": "application/json"})
+    r = c.getresponse(); r.read()
+    return r.status, r.getheader("Retry-After")
+first = [post()[0] for _ in range(4)]
+if first != [200, 200, 200, 429]:
+    print("burst", first); sys.exit(1)
+t0 = time.monotonic(); passed = limited = 0
+while passed < 10 and time.monotonic() - t0 < 5:   # bounded polling
+    status, retry_after = post()
+    if status == 200: passed += 1
+    elif status == 429 and retry_after == "1": limited += 1
+    else: print("unexpected", status, retry_after); sys.exit(1)
+    time.sleep(0.005)
+t = time.monotonic() - t0
+print("10 tokens in %.3f s, %d x 429 meanwhile" % (t, limited))
+print("LIMITED", limited + 1)
+sys.exit(0 if passed == 10 and 0.45 <= t <= 0.85 else 1)
+PY
+check "account: tokens return at 20/s ($(head -1 "$TMP/acct.out"))" [ $? -eq 0 ]
+LIMITED=$(sed -n 's/^LIMITED //p' "$TMP/acct.out")
+req GET /admin/stats
+check "account: every limit 429 counted" jtrue "$BODY" "d['account_limited'] == 1 + ${LIMITED:-0}"
+stop_emu
+"$EMU" --account-rate -2 >/dev/null 2>&1
+check "bad --account-rate refused" [ $? -ne 0 ]
 
 # ---------------------------------------------------------------- TLS
 C="$TMP/certs"
