@@ -1,6 +1,6 @@
 #!/bin/bash
-# ALTER EXTENSION dfend UPDATE from 0.1.0 (its install script is kept in
-# sql/ unchanged): attachments, pending entries and dead letters survive, the
+# ALTER EXTENSION dfend UPDATE from 0.1.0 and from 0.2.0 (their install
+# scripts are kept in sql/ unchanged): attachments, pending entries and dead letters survive, the
 # updated objects are exactly those of a fresh install of the new version,
 # and the queue still drains.
 source "$(dirname "$0")/../lib.sh"
@@ -28,31 +28,38 @@ pg_virtualenv -t -v "$DFEND_PG_VERSION" -o "dfend.api_url=$DFEND_EMULATOR_URL" \
     PGDATABASE=fresh sql "CREATE EXTENSION dfend" >/dev/null
     fresh=$(PGDATABASE=fresh sql "$describe")
 
-    sql "CREATE EXTENSION dfend VERSION \$\$0.1.0\$\$" >/dev/null
-    expect "0.1.0 installs from its own script" "$(sql "SELECT extversion FROM pg_extension WHERE extname = \$\$dfend\$\$")" 0.1.0
+    target=$(sed -n "s/^default_version = .\(.*\).$/\1/p" "$DFEND_ROOT/dfend.control")
+    for from in 0.1.0 0.2.0; do
+    sql "DROP DATABASE IF EXISTS upgrade_from" >/dev/null
+    sql "CREATE DATABASE upgrade_from" >/dev/null
+    export PGDATABASE=upgrade_from
+    sql "CREATE EXTENSION dfend VERSION \$\$$from\$\$" >/dev/null
+    expect "$from installs from its own script" "$(sql "SELECT extversion FROM pg_extension WHERE extname = \$\$dfend\$\$")" "$from"
     sql "CREATE TABLE users (id int PRIMARY KEY, email text, dfend_id text)" >/dev/null
     sql "SELECT dfend_attach(\$\$users\$\$, \$\$id\$\$, \$\$dfend_id\$\$, \$\$email\$\$)" >/dev/null
     sql "INSERT INTO users VALUES (1, \$\$not-an-email\$\$)" >/dev/null
     sql "SELECT dfend_process_queue()" >/dev/null
     sql "INSERT INTO users VALUES (2, \$\$two@example.com\$\$), (3, \$\$three@example.com\$\$)" >/dev/null
-    expect "before: one dead letter" "$(sql "SELECT count(*) FROM dfend_dead_letters")" 1
-    expect "before: two pending entries" "$(sql "SELECT count(*) FROM dfend_outbox WHERE state = \$\$pending\$\$")" 2
+    expect "$from: before: one dead letter" "$(sql "SELECT count(*) FROM dfend_dead_letters")" 1
+    expect "$from: before: two pending entries" "$(sql "SELECT count(*) FROM dfend_outbox WHERE state = \$\$pending\$\$")" 2
 
     sql "ALTER EXTENSION dfend UPDATE" >/dev/null
-    expect "ALTER EXTENSION dfend UPDATE reaches 0.2.0" "$(sql "SELECT extversion FROM pg_extension WHERE extname = \$\$dfend\$\$")" 0.2.0
+    expect "$from: ALTER EXTENSION dfend UPDATE reaches $target" "$(sql "SELECT extversion FROM pg_extension WHERE extname = \$\$dfend\$\$")" "$target"
     updated=$(sql "$describe")
     if [ "$updated" = "$fresh" ]; then
-        pass "the updated objects are those of a fresh 0.2.0 install"
+        pass "$from: the updated objects are those of a fresh $target install"
     else
-        fail "the updated objects differ from a fresh 0.2.0 install"
+        fail "$from: the updated objects differ from a fresh $target install"
         diff <(echo "$fresh") <(echo "$updated") | head -20
     fi
-    expect "the attachment survived" "$(sql "SELECT count(*) FROM dfend_attachments")" 1
-    expect "the dead letter survived" "$(sql "SELECT count(*) FROM dfend_dead_letters")" 1
-    expect "the pending entries drain" "$(sql "SELECT dfend_process_queue()")" 2
-    expect "their rows got ids" "$(sql "SELECT count(*) FROM users WHERE dfend_id IS NOT NULL")" 2
+    expect "$from: the attachment survived" "$(sql "SELECT count(*) FROM dfend_attachments")" 1
+    expect "$from: the dead letter survived" "$(sql "SELECT count(*) FROM dfend_dead_letters")" 1
+    expect "$from: the pending entries drain" "$(sql "SELECT dfend_process_queue()")" 2
+    expect "$from: their rows got ids" "$(sql "SELECT count(*) FROM users WHERE dfend_id IS NOT NULL")" 2
     sql "UPDATE users SET email = \$\$one@example.com\$\$ WHERE id = 1" >/dev/null
-    expect "a new change is queued by the old trigger" "$(sql "SELECT dfend_process_queue()")" 1
-    expect "and stored" "$(sql "SELECT dfend_id IS NOT NULL FROM users WHERE id = 1")" t
+    expect "$from: a new change is queued by the old trigger" "$(sql "SELECT dfend_process_queue()")" 1
+    expect "$from: and stored" "$(sql "SELECT dfend_id IS NOT NULL FROM users WHERE id = 1")" t
+    unset PGDATABASE
+    done
     exit $SCENARIO_FAILED
 '
