@@ -11,5 +11,139 @@
 -- END SECTION status
 
 -- SECTION commit (commit-time registration, notify)
+ALTER TABLE dfend_attachment ADD COLUMN notify_channel text
+    CHECK (octet_length(notify_channel) BETWEEN 1 AND 63);
+
+DROP FUNCTION dfend_attach(regclass, name, name, name, name, name, boolean, text, text);
+CREATE FUNCTION dfend_attach(
+    table_name regclass,
+    user_id_column name,
+    id_column name,
+    email_column name DEFAULT NULL,
+    phone_column name DEFAULT NULL,
+    metadata_column name DEFAULT NULL,
+    merge boolean DEFAULT false,
+    mode text DEFAULT 'async',
+    on_error text DEFAULT 'queue',
+    notify text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    relation_kind "char";
+    contact_columns name[];
+    update_list text;
+    update_condition text;
+    trigger_args text;
+    worker text;
+BEGIN
+    IF mode IS NULL OR mode NOT IN ('sync', 'async') THEN
+        RAISE EXCEPTION 'invalid mode "%"', mode
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Use ''sync'' or ''async''.';
+    END IF;
+    IF on_error IS NULL OR on_error NOT IN ('queue', 'error') THEN
+        RAISE EXCEPTION 'invalid on_error "%"', on_error
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Use ''queue'' or ''error''.';
+    END IF;
+    IF notify IS NOT NULL AND octet_length(notify) NOT BETWEEN 1 AND 63 THEN
+        RAISE EXCEPTION 'invalid notify channel "%"', notify
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A channel name is 1 to 63 bytes long.';
+    END IF;
+    SELECT c.relkind INTO relation_kind FROM pg_class c WHERE c.oid = table_name;
+    IF relation_kind NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION '% is not a table', table_name USING ERRCODE = 'wrong_object_type';
+    END IF;
+    -- A partitioned table is attached as a whole: rows are queued under it.
+    IF (SELECT c.relispartition FROM pg_class c WHERE c.oid = table_name) THEN
+        RAISE EXCEPTION '% is a partition', table_name
+            USING ERRCODE = 'wrong_object_type',
+                  HINT = 'Attach the partitioned table it belongs to.';
+    END IF;
+    IF EXISTS (SELECT FROM @extschema@.dfend_attachment a WHERE a.table_name = dfend_attach.table_name) THEN
+        RAISE EXCEPTION 'table % is already attached to DFend', table_name
+            USING ERRCODE = 'duplicate_object',
+                  HINT = 'Call dfend_detach first to change how it is attached.';
+    END IF;
+
+    PERFORM @extschema@.dfend_internal_check_columns(table_name, user_id_column, id_column,
+                                                      email_column, phone_column, metadata_column);
+    IF NOT EXISTS (
+        SELECT FROM pg_index i JOIN pg_attribute a
+          ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+        WHERE i.indrelid = table_name AND i.indisunique AND i.indnkeyatts = 1
+          AND i.indpred IS NULL AND a.attname = user_id_column) THEN
+        RAISE WARNING 'column "%" of table % has no unique index', user_id_column, table_name
+            USING DETAIL = 'The DFend id is stored on every row with the same user id, and finding rows by user id scans the table.',
+                  HINT = 'Attach by the table''s primary key or another unique column.';
+    END IF;
+
+    INSERT INTO @extschema@.dfend_attachment
+        (table_name, user_id_column, id_column, email_column, phone_column, metadata_column,
+         merge, mode, on_error, notify_channel)
+    VALUES (table_name, user_id_column, id_column, email_column, phone_column, metadata_column,
+            merge, mode, on_error, notify);
+
+    trigger_args := format('%L, %L, %L, %L, %L, %L, %L, %L', mode, user_id_column, id_column,
+                           coalesce(email_column, ''), coalesce(phone_column, ''),
+                           coalesce(metadata_column, ''), merge, on_error);
+    -- AFTER in both modes: a sync table's rows are registered by COMMIT.
+    EXECUTE format('CREATE TRIGGER dfend_insert AFTER INSERT ON %s FOR EACH ROW EXECUTE FUNCTION @extschema@.dfend_trigger(%s)',
+                   table_name, trigger_args);
+    -- A changed user id, email, phone or metadata re-registers the user (with
+    -- merge); an update of the id column alone never calls DFend.
+    contact_columns := array_remove(ARRAY[user_id_column, email_column, phone_column, metadata_column], NULL);
+    IF cardinality(contact_columns) > 0 THEN
+        SELECT string_agg(quote_ident(c), ', '),
+               -- As text: json has no equality operator, and a type's own
+               -- operator may live outside pg_catalog.
+               string_agg(format('OLD.%1$I::pg_catalog.text IS DISTINCT FROM NEW.%1$I::pg_catalog.text', c), ' OR ')
+        INTO update_list, update_condition
+        FROM unnest(contact_columns) AS c;
+        EXECUTE format('CREATE TRIGGER dfend_update AFTER UPDATE OF %s ON %s FOR EACH ROW WHEN (%s) EXECUTE FUNCTION @extschema@.dfend_trigger(%s)',
+                       update_list, table_name, update_condition, trigger_args);
+    END IF;
+
+    IF mode = 'async' OR on_error = 'queue' THEN
+        -- Also sync: rows COMMIT could not register in time are the worker's.
+        SELECT worker_state INTO worker FROM @extschema@.dfend_worker_status();
+        IF worker LIKE 'not running%' THEN
+            RAISE NOTICE 'no dfend worker drains the outbox of database "%"', current_database()
+                USING DETAIL = format('The worker is %s.', worker),
+                      HINT = format('Add dfend to shared_preload_libraries and %L to dfend.worker_databases, or call dfend_process_queue() regularly, for example from pg_cron.',
+                                    current_database());
+        END IF;
+    END IF;
+END $$;
+COMMENT ON FUNCTION dfend_attach(regclass, name, name, name, name, name, boolean, text, text, text) IS
+'Attaches a users table: new and changed rows get their DFend id stored automatically';
+REVOKE EXECUTE ON FUNCTION dfend_attach(regclass, name, name, name, name, name, boolean, text, text, text) FROM PUBLIC;
+
+CREATE OR REPLACE VIEW dfend_attachments AS
+SELECT table_name, user_id_column, id_column, email_column, phone_column, metadata_column,
+       merge, mode, on_error, attached_at, notify_channel
+FROM @extschema@.dfend_attachment;
+
+-- Sync tables' triggers fired BEFORE the row was written; they now fire
+-- AFTER it, and COMMIT registers the rows (no identity for a row that is
+-- never stored).
+DO $$
+DECLARE
+    t regclass;
+    trigger_name name;
+    definition text;
+BEGIN
+    FOR t, trigger_name, definition IN
+        SELECT tg.tgrelid::regclass, tg.tgname, pg_catalog.pg_get_triggerdef(tg.oid)
+        FROM pg_catalog.pg_trigger tg
+        JOIN @extschema@.dfend_attachment a ON a.table_name OPERATOR(pg_catalog.=) tg.tgrelid
+        WHERE a.mode OPERATOR(pg_catalog.=) 'sync' AND NOT tg.tgisinternal
+          AND tg.tgname OPERATOR(pg_catalog.=) ANY (ARRAY['dfend_insert', 'dfend_update']::name[])
+    LOOP
+        EXECUTE pg_catalog.format('DROP TRIGGER %I ON %s', trigger_name, t);
+        EXECUTE pg_catalog.regexp_replace(definition, ' BEFORE (INSERT|UPDATE) ', ' AFTER \1 ');
+    END LOOP;
+END $$;
 
 -- END SECTION commit

@@ -48,7 +48,9 @@ CREATE TABLE dfend_attachment (
     merge boolean NOT NULL DEFAULT false,
     mode text NOT NULL CHECK (mode IN ('sync', 'async')),
     on_error text NOT NULL DEFAULT 'queue' CHECK (on_error IN ('queue', 'error')),
-    attached_at timestamptz NOT NULL DEFAULT now()
+    attached_at timestamptz NOT NULL DEFAULT now(),
+    -- NOTIFY channel told of every stored id, or NULL.
+    notify_channel text CHECK (octet_length(notify_channel) BETWEEN 1 AND 63)
 );
 SELECT pg_catalog.pg_extension_config_dump('dfend_attachment', '');
 COMMENT ON TABLE dfend_attachment IS
@@ -217,7 +219,8 @@ CREATE FUNCTION dfend_attach(
     metadata_column name DEFAULT NULL,
     merge boolean DEFAULT false,
     mode text DEFAULT 'async',
-    on_error text DEFAULT 'queue')
+    on_error text DEFAULT 'queue',
+    notify text DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -237,6 +240,11 @@ BEGIN
     IF on_error IS NULL OR on_error NOT IN ('queue', 'error') THEN
         RAISE EXCEPTION 'invalid on_error "%"', on_error
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Use ''queue'' or ''error''.';
+    END IF;
+    IF notify IS NOT NULL AND octet_length(notify) NOT BETWEEN 1 AND 63 THEN
+        RAISE EXCEPTION 'invalid notify channel "%"', notify
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A channel name is 1 to 63 bytes long.';
     END IF;
     SELECT c.relkind INTO relation_kind FROM pg_class c WHERE c.oid = table_name;
     IF relation_kind NOT IN ('r', 'p') THEN
@@ -268,15 +276,16 @@ BEGIN
 
     INSERT INTO @extschema@.dfend_attachment
         (table_name, user_id_column, id_column, email_column, phone_column, metadata_column,
-         merge, mode, on_error)
+         merge, mode, on_error, notify_channel)
     VALUES (table_name, user_id_column, id_column, email_column, phone_column, metadata_column,
-            merge, mode, on_error);
+            merge, mode, on_error, notify);
 
     trigger_args := format('%L, %L, %L, %L, %L, %L, %L, %L', mode, user_id_column, id_column,
                            coalesce(email_column, ''), coalesce(phone_column, ''),
                            coalesce(metadata_column, ''), merge, on_error);
-    EXECUTE format('CREATE TRIGGER dfend_insert %s INSERT ON %s FOR EACH ROW EXECUTE FUNCTION @extschema@.dfend_trigger(%s)',
-                   CASE mode WHEN 'sync' THEN 'BEFORE' ELSE 'AFTER' END, table_name, trigger_args);
+    -- AFTER in both modes: a sync table's rows are registered by COMMIT.
+    EXECUTE format('CREATE TRIGGER dfend_insert AFTER INSERT ON %s FOR EACH ROW EXECUTE FUNCTION @extschema@.dfend_trigger(%s)',
+                   table_name, trigger_args);
     -- A changed user id, email, phone or metadata re-registers the user (with
     -- merge); an update of the id column alone never calls DFend.
     contact_columns := array_remove(ARRAY[user_id_column, email_column, phone_column, metadata_column], NULL);
@@ -287,12 +296,12 @@ BEGIN
                string_agg(format('OLD.%1$I::pg_catalog.text IS DISTINCT FROM NEW.%1$I::pg_catalog.text', c), ' OR ')
         INTO update_list, update_condition
         FROM unnest(contact_columns) AS c;
-        EXECUTE format('CREATE TRIGGER dfend_update %s UPDATE OF %s ON %s FOR EACH ROW WHEN (%s) EXECUTE FUNCTION @extschema@.dfend_trigger(%s)',
-                       CASE mode WHEN 'sync' THEN 'BEFORE' ELSE 'AFTER' END,
+        EXECUTE format('CREATE TRIGGER dfend_update AFTER UPDATE OF %s ON %s FOR EACH ROW WHEN (%s) EXECUTE FUNCTION @extschema@.dfend_trigger(%s)',
                        update_list, table_name, update_condition, trigger_args);
     END IF;
 
     IF mode = 'async' OR on_error = 'queue' THEN
+        -- Also sync: rows COMMIT could not register in time are the worker's.
         SELECT worker_state INTO worker FROM @extschema@.dfend_worker_status();
         IF worker LIKE 'not running%' THEN
             RAISE NOTICE 'no dfend worker drains the outbox of database "%"', current_database()
@@ -302,7 +311,7 @@ BEGIN
         END IF;
     END IF;
 END $$;
-COMMENT ON FUNCTION dfend_attach(regclass, name, name, name, name, name, boolean, text, text) IS
+COMMENT ON FUNCTION dfend_attach(regclass, name, name, name, name, name, boolean, text, text, text) IS
 'Attaches a users table: new and changed rows get their DFend id stored automatically';
 
 CREATE FUNCTION dfend_detach(table_name regclass) RETURNS void
@@ -369,7 +378,7 @@ COMMENT ON VIEW dfend_queue_status IS
 
 CREATE VIEW dfend_attachments AS
 SELECT table_name, user_id_column, id_column, email_column, phone_column, metadata_column,
-       merge, mode, on_error, attached_at
+       merge, mode, on_error, attached_at, notify_channel
 FROM @extschema@.dfend_attachment;
 COMMENT ON VIEW dfend_attachments IS 'Tables attached to DFend and their column mapping';
 
@@ -391,7 +400,7 @@ END $$;
 REVOKE EXECUTE ON FUNCTION dfend_internal_on_drop() FROM PUBLIC;
 CREATE EVENT TRIGGER dfend_on_drop ON sql_drop EXECUTE FUNCTION dfend_internal_on_drop();
 
-REVOKE EXECUTE ON FUNCTION dfend_attach(regclass, name, name, name, name, name, boolean, text, text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION dfend_attach(regclass, name, name, name, name, name, boolean, text, text, text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION dfend_detach(regclass) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION dfend_process_queue(integer) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION dfend_retry_dead(regclass) FROM PUBLIC;

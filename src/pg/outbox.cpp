@@ -31,6 +31,11 @@
 
 #include "postgres.hpp"
 
+extern "C" {
+#include "commands/async.h"
+#include "utils/json.h"
+}
+
 namespace dfend::pg {
 
 namespace {
@@ -55,13 +60,16 @@ struct JobInput {
     bool merge;
 };
 
-enum class Fate { Stored, RowFault, Transient, Systemic };
+// Unfinished: a commit-time registration ran out of dfend.sync_timeout; the
+// worker takes the entry over at once, and no attempt is counted.
+enum class Fate { Stored, RowFault, Transient, Systemic, Unfinished };
 
 struct JobResult {
     Fate fate;
     char *id;
     char *error;          // message and detail
     int retry_after_ms;   // from Retry-After, or 0
+    int sqlstate;         // for a commit that must fail (on_error 'error')
 };
 
 struct Mapping {
@@ -76,6 +84,8 @@ struct Mapping {
     char *equals;       // its equality operator, qualified: OPERATOR(schema.=)
     char *problem;      // why the table cannot be used as attached, or nullptr
     bool merge;
+    bool fail_commit;   // on_error 'error': a failure at commit fails the COMMIT
+    char *notify;       // channel to NOTIFY when ids are stored, or nullptr
 };
 
 // How one entry ends this round.
@@ -84,6 +94,8 @@ struct Settlement {
     Fate fate;
     char *error;
     int retry_after_ms;
+    int sqlstate;      // what a failed COMMIT raises
+    bool fail_commit;  // its table was attached with on_error 'error'
 };
 
 char *cached_schema = nullptr;
@@ -110,7 +122,8 @@ bool read_mapping(const char *schema, Oid table, Mapping *mapping)
     Oid types[1] = {OIDOID};
     char *query = psprintf(
         "SELECT a.user_id_column, a.id_column, a.email_column, a.phone_column, "
-        "a.metadata_column, a.merge, r.relowner "
+        "a.metadata_column, a.merge, r.relowner, "
+        "a.on_error OPERATOR(pg_catalog.=) 'error', a.notify_channel "
         "FROM %s.dfend_attachment a "
         "JOIN pg_catalog.pg_class r ON r.oid OPERATOR(pg_catalog.=) a.table_name "
         "WHERE a.table_name OPERATOR(pg_catalog.=) $1",
@@ -129,6 +142,8 @@ bool read_mapping(const char *schema, Oid table, Mapping *mapping)
     bool isnull = false;
     mapping->merge = DatumGetBool(SPI_getbinval(row, desc, 6, &isnull));
     mapping->owner = DatumGetObjectId(SPI_getbinval(row, desc, 7, &isnull));
+    mapping->fail_commit = DatumGetBool(SPI_getbinval(row, desc, 8, &isnull));
+    mapping->notify = SPI_getvalue(row, desc, 9);
     mapping->table_sql = quote_qualified_identifier(get_namespace_name(get_rel_namespace(table)),
                                                     get_rel_name(table));
     mapping->user_id_type = nullptr;
@@ -155,7 +170,9 @@ bool read_mapping(const char *schema, Oid table, Mapping *mapping)
 }
 
 // Runs the requests: the only part that leaves PostgreSQL.
-void run_requests(JobInput *inputs, int count, JobResult *results, const OutboxSettings &outbox)
+// budget_ms >= 0 bounds the whole run (dfend.sync_timeout at commit).
+void run_requests(JobInput *inputs, int count, JobResult *results, const OutboxSettings &outbox,
+                  long budget_ms)
 {
     cpp_call([&] {
         BackendContext &backend = backend_context();
@@ -172,7 +189,10 @@ void run_requests(JobInput *inputs, int count, JobResult *results, const OutboxS
                                                 inputs[i].merge);
             requests.submit(std::move(job));
         }
-        std::vector<JobOutcome> outcomes = requests.run(&interrupt_pending);
+        std::optional<Clock::time_point> deadline;
+        if (budget_ms >= 0)
+            deadline = Clock::now() + Millis(budget_ms);
+        std::vector<JobOutcome> outcomes = requests.run(&interrupt_pending, deadline);
         for (JobOutcome &outcome : outcomes) {
             if (outcome.tag >= static_cast<std::uint64_t>(count))
                 throw Error(ErrorKind::Internal, "request engine returned an unknown job");
@@ -188,9 +208,11 @@ void run_requests(JobInput *inputs, int count, JobResult *results, const OutboxS
             if (!error.detail().empty())
                 text += ": " + error.detail();
             result.error = server_text(text); // valid in the server encoding: last_error
-            result.fate = outcome.permanent          ? Fate::RowFault
+            result.fate = outcome.unfinished         ? Fate::Unfinished
+                          : outcome.permanent          ? Fate::RowFault
                           : is_transient(error.kind()) ? Fate::Transient
                                                        : Fate::Systemic;
+            result.sqlstate = sqlstate_for(error.kind());
             long retry_after = error.retry_after_seconds();
             result.retry_after_ms =
                 retry_after > 0 ? static_cast<int>(std::min(retry_after, 86400L) * 1000) : 0;
@@ -295,9 +317,10 @@ void settle(const char *schema, int max_attempts, int64 *done, int done_count,
     for (int i = 0; i < failed_count; ++i) {
         ids[i] = failed[i].entry_id;
         errors[i] = CStringGetTextDatum(failed[i].error);
-        fates[i] = CStringGetTextDatum(failed[i].fate == Fate::RowFault    ? "row"
-                                       : failed[i].fate == Fate::Transient ? "transient"
-                                                                           : "systemic");
+        fates[i] = CStringGetTextDatum(failed[i].fate == Fate::RowFault     ? "row"
+                                       : failed[i].fate == Fate::Transient  ? "transient"
+                                       : failed[i].fate == Fate::Unfinished ? "unfinished"
+                                                                            : "systemic");
         retry_after[i] = Int32GetDatum(failed[i].retry_after_ms);
     }
     Datum args[4] = {
@@ -311,14 +334,16 @@ void settle(const char *schema, int max_attempts, int64 *done, int done_count,
     // backoff that doubles from 1 s to 5 min (jittered, never sooner than
     // Retry-After), dead after max_attempts. Systemic (a rejected key, a TLS
     // or configuration problem, a broken reply): the same for every row, so
-    // it costs no attempt; try again in 30 s.
+    // it costs no attempt; try again in 30 s. Unfinished (COMMIT's time
+    // budget ran out): no attempt either, and the worker takes it at once.
     char *update = psprintf(
         "UPDATE %s.dfend_outbox o SET last_error = v.error, "
-        "attempts = o.attempts + CASE WHEN v.fate = 'systemic' THEN 0 ELSE 1 END, "
+        "attempts = o.attempts + "
+        "CASE WHEN v.fate IN ('systemic', 'unfinished') THEN 0 ELSE 1 END, "
         "state = CASE WHEN v.fate = 'row' OR (v.fate = 'transient' AND o.attempts + 1 >= %d) "
         "THEN 'dead' ELSE 'pending' END, "
         "next_attempt_at = pg_catalog.clock_timestamp() + pg_catalog.make_interval(secs => "
-        "CASE WHEN v.fate = 'systemic' THEN 30 ELSE "
+        "CASE WHEN v.fate = 'systemic' THEN 30 WHEN v.fate = 'unfinished' THEN 0 ELSE "
         "greatest(v.retry_after_ms / 1000.0, least(300, 2 ^ o.attempts) * "
         "(0.5 + pg_catalog.random() / 2)) END) "
         "FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]), "
@@ -366,51 +391,57 @@ const char *outbox_schema()
 // Entries whose table could not be read or written: another attempt after
 // a backoff, never a stall of the other tables.
 void fail_entries(Settlement *failed, int *failed_count, const Entry *entries, int start,
-                  int end, const char *what, const char *why)
+                  int end, const char *what, const char *why, bool fail_commit)
 {
     for (int i = start; i < end; ++i)
         failed[(*failed_count)++] =
-            Settlement{entries[i].entry_id, Fate::Transient, psprintf("%s: %s", what, why), 0};
+            Settlement{entries[i].entry_id, Fate::Transient, psprintf("%s: %s", what, why), 0,
+                       ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, fail_commit};
 }
 
-OutboxResult process_outbox(int max_rows)
+// Tells the attachment's channel that a row holds its id. The payload is
+// JSON: {"table": "schema.table", "user_id": "...", "dfend_id": "..."}; a
+// user id too long for a notification (8000 bytes) is sent as null.
+void notify_stored(const Mapping &mapping, const char *user_id, const char *id)
 {
-    OutboxResult result = {};
-    result.next_due_ms = -1;
-    const char *schema = outbox_schema();
-    if (!schema)
-        return result;
-    OutboxSettings settings = current_outbox_settings();
+    StringInfoData payload;
+    initStringInfo(&payload);
+    appendStringInfoString(&payload, "{\"table\": ");
+    escape_json(&payload, mapping.table_sql);
+    appendStringInfoString(&payload, ", \"user_id\": ");
+    if (strlen(user_id) < 7000)
+        escape_json(&payload, user_id);
+    else
+        appendStringInfoString(&payload, "null");
+    appendStringInfoString(&payload, ", \"dfend_id\": ");
+    escape_json(&payload, id);
+    appendStringInfoChar(&payload, '}');
+    Async_Notify(mapping.notify, payload.data);
+}
 
-    SPI_connect();
-    int nest_level = internal_sql_begin();
-    char *claim = psprintf(
-        "SELECT entry_id, table_name::pg_catalog.oid, user_id, reason FROM %s.dfend_outbox "
-        "WHERE state OPERATOR(pg_catalog.=) 'pending' "
-        "AND next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp() "
-        "ORDER BY next_attempt_at, entry_id LIMIT %d FOR UPDATE SKIP LOCKED",
-        schema, max_rows);
-    if (SPI_execute(claim, false, 0) != SPI_OK_SELECT)
-        elog(ERROR, "could not claim dfend outbox entries");
-    int entry_count = (int) SPI_processed;
-    if (entry_count == 0) {
-        char *next = psprintf("SELECT (extract(epoch FROM pg_catalog.min(next_attempt_at) "
-                              "OPERATOR(pg_catalog.-) pg_catalog.clock_timestamp()) "
-                              "OPERATOR(pg_catalog.*) 1000)::pg_catalog.float8 "
-                              "FROM %s.dfend_outbox WHERE state OPERATOR(pg_catalog.=) 'pending'",
-                              schema);
-        if (SPI_execute(next, true, 1) == SPI_OK_SELECT && SPI_processed == 1) {
-            bool isnull = true;
-            Datum value = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-            if (!isnull)
-                result.next_due_ms = std::max(0.0, DatumGetFloat8(value));
-        }
-        internal_sql_end(nest_level);
-        SPI_finish();
-        return result;
-    }
-    Entry *entries = (Entry *) palloc0(sizeof(Entry) * entry_count);
-    for (int i = 0; i < entry_count; ++i) {
+// Error text as the end of a DETAIL: with exactly one final period.
+char *as_sentence(const char *text)
+{
+    size_t length = strlen(text);
+    return length > 0 && text[length - 1] == '.' ? pstrdup(text) : psprintf("%s.", text);
+}
+
+// What a commit-time registration left undone, for its WARNING.
+struct Leftovers {
+    int queued;      // will be retried by the worker
+    int dead;        // the row's data was refused
+    char *first_queued_error;
+    char *first_dead_error;
+};
+
+namespace {
+
+// The entries a claim query just returned (SPI_tuptable).
+Entry *claimed_entries()
+{
+    int count = (int) SPI_processed;
+    Entry *entries = (Entry *) palloc0(sizeof(Entry) * std::max(count, 1));
+    for (int i = 0; i < count; ++i) {
         HeapTuple row = SPI_tuptable->vals[i];
         TupleDesc desc = SPI_tuptable->tupdesc;
         bool isnull = false;
@@ -422,7 +453,18 @@ OutboxResult process_outbox(int max_rows)
         entries[i].is_insert = strcmp(reason, "insert") == 0;
         entries[i].job = -1;
     }
-    result.claimed = entry_count;
+    return entries;
+}
+
+// Registers claimed entries: reads their rows, sends the requests, stores
+// the ids and settles the entries. `budget_ms` >= 0 bounds the requests;
+// `leftovers`, when given, means this is a COMMIT registering its own rows:
+// a failure of a table attached with on_error 'error' fails the COMMIT, and
+// other failures are counted for a WARNING.
+void drain(const char *schema, const OutboxSettings &settings, Entry *entries, int entry_count,
+           long budget_ms, Leftovers *leftovers, OutboxResult *result_out)
+{
+    OutboxResult &result = *result_out;
     std::sort(entries, entries + entry_count, [](const Entry &a, const Entry &b) {
         return a.table != b.table ? a.table < b.table : strcmp(a.user_id, b.user_id) < 0;
     });
@@ -450,7 +492,7 @@ OutboxResult process_outbox(int max_rows)
         }
         if (mapping.problem) {
             fail_entries(failed, &failed_count, entries, start, end, "could not read the row",
-                         mapping.problem);
+                         mapping.problem, mapping.fail_commit);
             start = end;
             continue;
         }
@@ -464,7 +506,7 @@ OutboxResult process_outbox(int max_rows)
         SPITupleTable *rows = read_rows(mapping, keys, key_count, &failure);
         if (!rows) {
             fail_entries(failed, &failed_count, entries, start, end, "could not read the row",
-                         failure);
+                         failure, mapping.fail_commit);
             start = end;
             continue;
         }
@@ -507,7 +549,8 @@ OutboxResult process_outbox(int max_rows)
             } else if (too_large) {
                 for (int k = i; k < same_end; ++k)
                     failed[failed_count++] =
-                        Settlement{entries[k].entry_id, Fate::RowFault, too_large, 0};
+                        Settlement{entries[k].entry_id, Fate::RowFault, too_large, 0,
+                                   ERRCODE_PROGRAM_LIMIT_EXCEEDED, mapping.fail_commit};
             } else {
                 job.user_id = entries[i].user_id;
                 job.user_id_utf8 = utf8_string(job.user_id);
@@ -528,7 +571,7 @@ OutboxResult process_outbox(int max_rows)
 
     JobResult *results = (JobResult *) palloc0(sizeof(JobResult) * std::max(job_count, 1));
     if (job_count > 0)
-        run_requests(jobs, job_count, results, settings);
+        run_requests(jobs, job_count, results, settings, budget_ms);
 
     // Store the ids, one statement per table, as the table's owner.
     for (int start = 0; start < entry_count;) {
@@ -559,6 +602,12 @@ OutboxResult process_outbox(int max_rows)
             std::sort(holding, holding + holding_count,
                       [](const char *a, const char *b) { return strcmp(a, b) < 0; });
             result.registered += holding_count;
+            if (mapping.notify)
+                for (int k = 0; k < stored; ++k)
+                    if (std::binary_search(
+                            holding, holding + holding_count, keys[k],
+                            [](const char *a, const char *b) { return strcmp(a, b) < 0; }))
+                        notify_stored(mapping, keys[k], ids[k]);
         }
         for (int i = start; i < end; ++i) {
             int job = entries[i].job;
@@ -566,8 +615,9 @@ OutboxResult process_outbox(int max_rows)
                 continue;
             const JobResult &outcome = results[job];
             if (outcome.fate != Fate::Stored) {
-                failed[failed_count++] = Settlement{entries[i].entry_id, outcome.fate,
-                                                    outcome.error, outcome.retry_after_ms};
+                failed[failed_count++] =
+                    Settlement{entries[i].entry_id, outcome.fate,          outcome.error,
+                               outcome.retry_after_ms, outcome.sqlstate, mapping.fail_commit};
                 continue;
             }
             bool holds = std::binary_search(
@@ -581,17 +631,152 @@ OutboxResult process_outbox(int max_rows)
                     failure ? psprintf("could not store the DFend id: %s", failure)
                             : pstrdup("could not store the DFend id: the row was locked by "
                                       "another session or changed meanwhile"),
-                    0};
+                    0, ERRCODE_LOCK_NOT_AVAILABLE, mapping.fail_commit};
         }
         start = end;
     }
 
+    if (leftovers)
+        for (int i = 0; i < failed_count; ++i) {
+            const Settlement &failure = failed[i];
+            // The COMMIT fails, so nothing of this transaction is stored.
+            if (failure.fail_commit)
+                ereport(ERROR, (errcode(failure.sqlstate),
+                                errmsg("could not register a new row with DFend before COMMIT"),
+                                errdetail("The error was: %s", as_sentence(failure.error)),
+                                errhint("The table is attached with on_error => 'error'; "
+                                        "attach it with on_error => 'queue' to leave such "
+                                        "rows to the background worker.")));
+            bool dead = failure.fate == Fate::RowFault;
+            int &count = dead ? leftovers->dead : leftovers->queued;
+            char *&first = dead ? leftovers->first_dead_error : leftovers->first_queued_error;
+            if (count++ == 0)
+                first = failure.error;
+        }
     settle(schema, settings.max_attempts, done, done_count, failed, failed_count);
     result.failed = failed_count;
+}
+
+} // namespace
+
+OutboxResult process_outbox(int max_rows)
+{
+    OutboxResult result = {};
+    result.next_due_ms = -1;
+    const char *schema = outbox_schema();
+    if (!schema)
+        return result;
+    OutboxSettings settings = current_outbox_settings();
+
+    SPI_connect();
+    int nest_level = internal_sql_begin();
+    char *claim = psprintf(
+        "SELECT entry_id, table_name::pg_catalog.oid, user_id, reason FROM %s.dfend_outbox "
+        "WHERE state OPERATOR(pg_catalog.=) 'pending' "
+        "AND next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp() "
+        "ORDER BY next_attempt_at, entry_id LIMIT %d FOR UPDATE SKIP LOCKED",
+        schema, max_rows);
+    if (SPI_execute(claim, false, 0) != SPI_OK_SELECT)
+        elog(ERROR, "could not claim dfend outbox entries");
+    int entry_count = (int) SPI_processed;
+    if (entry_count == 0) {
+        char *next = psprintf("SELECT (extract(epoch FROM pg_catalog.min(next_attempt_at) "
+                              "OPERATOR(pg_catalog.-) pg_catalog.clock_timestamp()) "
+                              "OPERATOR(pg_catalog.*) 1000)::pg_catalog.float8 "
+                              "FROM %s.dfend_outbox WHERE state OPERATOR(pg_catalog.=) 'pending'",
+                              schema);
+        if (SPI_execute(next, true, 1) == SPI_OK_SELECT && SPI_processed == 1) {
+            bool isnull = true;
+            Datum value = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+            if (!isnull)
+                result.next_due_ms = std::max(0.0, DatumGetFloat8(value));
+        }
+        internal_sql_end(nest_level);
+        SPI_finish();
+        return result;
+    }
+    result.claimed = entry_count;
+    drain(schema, settings, claimed_entries(), entry_count, -1, nullptr, &result);
     internal_sql_end(nest_level);
     SPI_finish();
     return result;
 }
+
+void register_own_entries(const int64_t *entry_ids, int count, long budget_ms)
+{
+    const char *schema = outbox_schema();
+    if (!schema || count == 0)
+        return;
+    OutboxSettings settings = current_outbox_settings();
+    TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), budget_ms);
+    SPI_connect();
+    int nest_level = internal_sql_begin();
+    // The transaction's own entries, still pending (a rolled-back savepoint
+    // took its entries with it; dfend_process_queue may have done some).
+    char *claim = psprintf(
+        "SELECT entry_id, table_name::pg_catalog.oid, user_id, reason FROM %s.dfend_outbox "
+        "WHERE entry_id OPERATOR(pg_catalog.=) ANY($1) "
+        "AND state OPERATOR(pg_catalog.=) 'pending' ORDER BY entry_id FOR UPDATE",
+        schema);
+    Leftovers leftovers = {};
+    int batch = std::max(1, settings.batch_size);
+    for (int start = 0; start < count; start += batch) {
+        long remaining_ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+        if (remaining_ms <= 0) {
+            // The rest stay pending, due now: the worker's.
+            Datum args[1] = {int8_array(const_cast<int64 *>(entry_ids + start), count - start)};
+            Oid types[1] = {INT8ARRAYOID};
+            char *left = psprintf("SELECT pg_catalog.count(*)::pg_catalog.int4 FROM "
+                                  "%s.dfend_outbox WHERE entry_id OPERATOR(pg_catalog.=) "
+                                  "ANY($1) AND state OPERATOR(pg_catalog.=) 'pending'",
+                                  schema);
+            if (SPI_execute_with_args(left, 1, types, args, nullptr, false, 1) !=
+                    SPI_OK_SELECT ||
+                SPI_processed != 1)
+                elog(ERROR, "could not count dfend outbox entries");
+            bool isnull = true;
+            int unsent = DatumGetInt32(
+                SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+            if (unsent > 0 && leftovers.queued == 0)
+                leftovers.first_queued_error = psprintf(
+                    "dfend.sync_timeout (%ld ms) ran out before the request was sent",
+                    budget_ms);
+            leftovers.queued += unsent;
+            break;
+        }
+        int size = std::min(batch, count - start);
+        Datum args[1] = {int8_array(const_cast<int64 *>(entry_ids + start), size)};
+        Oid types[1] = {INT8ARRAYOID};
+        if (SPI_execute_with_args(claim, 1, types, args, nullptr, false, 0) != SPI_OK_SELECT)
+            elog(ERROR, "could not claim dfend outbox entries");
+        int entry_count = (int) SPI_processed;
+        if (entry_count == 0)
+            continue;
+        OutboxResult result = {};
+        drain(schema, settings, claimed_entries(), entry_count, remaining_ms, &leftovers,
+              &result);
+    }
+    internal_sql_end(nest_level);
+    SPI_finish();
+    if (leftovers.queued > 0)
+        ereport(WARNING,
+                (errmsg_plural("%d new row was not registered with DFend before COMMIT",
+                               "%d new rows were not registered with DFend before COMMIT",
+                               leftovers.queued, leftovers.queued),
+                 errdetail("They stay in the outbox, and the background worker registers them "
+                           "later. The first error was: %s",
+                           as_sentence(leftovers.first_queued_error))));
+    if (leftovers.dead > 0)
+        ereport(WARNING,
+                (errmsg_plural("%d new row was not registered with DFend: its data was refused",
+                               "%d new rows were not registered with DFend: their data was "
+                               "refused",
+                               leftovers.dead, leftovers.dead),
+                 errdetail("The first error was: %s", as_sentence(leftovers.first_dead_error)),
+                 errhint("See dfend_dead_letters: correct the data, then call "
+                         "dfend_retry_dead().")));
+}
+
 
 } // namespace dfend::pg
 

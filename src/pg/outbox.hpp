@@ -17,6 +17,13 @@ struct OutboxResult {
 // entries and returns what happened. Raises on interrupts and SPI errors.
 OutboxResult process_outbox(int max_rows);
 
+// PostgreSQL-style; from COMMIT (see commit.cpp). Registers the committing
+// transaction's own pending entries of sync tables, spending at most
+// budget_ms on requests, and stores their ids. What does not finish stays
+// pending for the worker (a WARNING says how many); a failure of a table
+// attached with on_error 'error' raises, which fails the COMMIT.
+void register_own_entries(const std::int64_t *entry_ids, int count, long budget_ms);
+
 // The extension's schema, quoted, or nullptr when dfend is not installed in
 // this database. Cached for the backend's life.
 const char *outbox_schema();

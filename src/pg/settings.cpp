@@ -31,6 +31,7 @@ int max_attempts = 10;
 double max_rate = 0;
 int worker_poll_interval_ms = 10000;
 int table_timeout = 5000;
+int sync_timeout = 500;
 
 // The real key travels as the setting's "extra", which PostgreSQL keeps with
 // the displayed value, so the displayed value can be a constant mask. A
@@ -116,6 +117,7 @@ OutboxSettings current_outbox_settings()
                           worker_poll_interval_ms};
 }
 
+int sync_timeout_ms() { return sync_timeout; }
 int table_timeout_ms() { return table_timeout; }
 
 const char *worker_databases() { return worker_database_list ? worker_database_list : ""; }
@@ -203,6 +205,16 @@ void define_settings()
                             "Reading rows and storing ids of one table in one batch; past it "
                             "that table's entries are retried later. 0 means no limit.",
                             &table_timeout, 5000, 0, 3600000, PGC_SIGHUP, GUC_UNIT_MS, nullptr,
+                            nullptr, nullptr);
+    // A user setting: it only shortens the caller's own COMMIT; what does not
+    // finish in time goes to the outbox, never lost.
+    DefineCustomIntVariable("dfend.sync_timeout",
+                            "Sets how long COMMIT may wait for DFend to register a sync "
+                            "table's new rows.",
+                            "Covers every request and retry of the transaction's rows; rows "
+                            "not registered in time stay in the outbox for the background "
+                            "worker. 0 leaves every row to the worker.",
+                            &sync_timeout, 500, 0, 60000, PGC_USERSET, GUC_UNIT_MS, nullptr,
                             nullptr, nullptr);
     MarkGUCPrefixReserved("dfend");
 }

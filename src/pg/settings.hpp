@@ -29,6 +29,9 @@ OutboxSettings current_outbox_settings();
 // dfend.table_timeout: how long the worker's statements on one user table may
 // run, in milliseconds (0 = no limit).
 int table_timeout_ms();
+// dfend.sync_timeout: how long COMMIT may wait to register a sync table's
+// rows, in milliseconds (0 = leave them all to the worker).
+int sync_timeout_ms();
 // dfend.worker_databases: comma-separated database names.
 const char *worker_databases();
 

@@ -2,17 +2,15 @@
 // arguments carry the mapping, so a row costs no catalog lookup:
 //   mode ('sync' | 'async'), user id column, id column, email column,
 //   phone column, metadata column ('' when absent), merge, on_error.
-// async (AFTER INSERT/UPDATE): only writes an outbox entry; the worker sends
-//   it after commit.
-// sync (BEFORE INSERT/UPDATE): registers now and sets the id on NEW; on
-//   failure either queues the row (on_error 'queue') or fails the statement.
-#include "../core/identity_client.hpp"
-#include "backend.hpp"
-#include "border.hpp"
+// Both modes fire AFTER INSERT/UPDATE and write an outbox entry for the row.
+// async: the worker sends it after commit.
+// sync: the transaction's COMMIT sends it, just before it completes
+//   (commit.cpp), so a row that is never stored is never registered.
+#include "settings.hpp" // core headers first
+#include "commit.hpp"
 #include "outbox.hpp"
 #include "owner.hpp"
 #include "queue.hpp"
-#include "settings.hpp"
 #include "values.hpp"
 
 #include "postgres.hpp"
@@ -38,13 +36,6 @@ int column_number(TupleDesc desc, const char *name, Relation relation)
     return number;
 }
 
-char *value_or_null(HeapTuple tuple, TupleDesc desc, const char *column, Relation relation)
-{
-    if (!column || column[0] == '\0')
-        return nullptr;
-    return SPI_getvalue(tuple, desc, column_number(desc, column, relation));
-}
-
 // The row's user id as text; refuses one too long to be a user id before
 // copying it into the outbox.
 char *user_id_of(HeapTuple row, TupleDesc desc, const char *column, Relation relation)
@@ -64,36 +55,6 @@ char *user_id_of(HeapTuple row, TupleDesc desc, const char *column, Relation rel
     // Not SPI_getvalue: the inserting session's extra_float_digits must not
     // round a float key onto another row's.
     return key_text(value, TupleDescAttr(desc, number - 1)->atttypid);
-}
-
-// The id column must still be of a type dfend_attach accepted: the owner may
-// have changed it since.
-void check_id_column(TupleDesc desc, int number, Relation relation)
-{
-    Form_pg_attribute column = TupleDescAttr(desc, number - 1);
-    if (!holds_dfend_ids(column->atttypid))
-        ereport(ERROR,
-                (errcode(ERRCODE_DATATYPE_MISMATCH),
-                 errmsg("column \"%s\" of table \"%s\" cannot hold DFend ids",
-                        NameStr(column->attname), RelationGetRelationName(relation)),
-                 errdetail("Its type is %s; text, varchar or char (or a domain over one of "
-                           "them) is needed.",
-                           format_type_be(column->atttypid)),
-                 errhint("Change the column back, or detach the table with dfend_detach.")));
-}
-
-// The id as a value of the column's own type, through its input function, so
-// varchar(n), char(n) and domain constraints apply. As the table's owner: a
-// domain's CHECK may call the owner's functions.
-ErrorData *typed_id(const char *id, TupleDesc desc, int number, Relation relation, Datum *value)
-{
-    Form_pg_attribute column = TupleDescAttr(desc, number - 1);
-    Oid input, io_param;
-    getTypeInputInfo(column->atttypid, &input, &io_param);
-    int32 typmod = column->atttypmod;
-    return run_as_owner(relation->rd_rel->relowner, OwnerLimits{0, 0}, [&] {
-        *value = OidInputFunctionCall(input, const_cast<char *>(id), io_param, typmod);
-    });
 }
 
 // Where an outbox entry goes, looked up once per backend and forgotten when
@@ -212,8 +173,8 @@ void verify_trigger(const Trigger *trigger, bool before, Oid attached_table, Rel
     SPI_finish();
     if (!matches)
         refuse_trigger("Its arguments do not match the table's attachment.");
-    if (before != (strcmp(trigger->tgargs[0], "sync") == 0))
-        refuse_trigger("A sync trigger fires BEFORE the row is written, an async one AFTER.");
+    if (before)
+        refuse_trigger("It fires BEFORE the row is written; dfend's triggers fire AFTER.");
     if (const char *problem = shape_problem(trigger, relation))
         refuse_trigger(problem);
     // Created only now: the query above may have run the invalidation
@@ -261,7 +222,8 @@ const OutboxTarget &find_outbox()
 // it runs for every inserted user, and planning and running an INSERT
 // statement per row costs several times more. The values are the columns'
 // defaults in dfend--*.sql; the CHECK constraints hold by construction.
-void enqueue(Oid table, const char *user_id, const char *reason)
+// Returns the entry's id.
+int64 enqueue(Oid table, const char *user_id, const char *reason)
 {
     const OutboxTarget &target = find_outbox();
     Relation outbox = table_open(target.table, RowExclusiveLock);
@@ -274,7 +236,8 @@ void enqueue(Oid table, const char *user_id, const char *reason)
         nulls[column - 1] = false;
     };
     TimestampTz now = GetCurrentTransactionStartTimestamp(); // what now() returns
-    set(target.entry_id, Int64GetDatum(nextval_internal(target.sequence, false)));
+    int64 entry_id = nextval_internal(target.sequence, false);
+    set(target.entry_id, Int64GetDatum(entry_id));
     set(target.table_name, ObjectIdGetDatum(table));
     set(target.user_id, CStringGetTextDatum(user_id));
     set(target.reason, CStringGetTextDatum(reason));
@@ -296,6 +259,7 @@ void enqueue(Oid table, const char *user_id, const char *reason)
     FreeExecutorState(estate);
     table_close(outbox, NoLock);
     note_enqueued();
+    return entry_id;
 }
 
 } // namespace
@@ -321,14 +285,10 @@ Datum dfend_trigger(PG_FUNCTION_ARGS)
                         errhint("Use dfend_attach to attach a table.")));
     char **args = data->tg_trigger->tgargs;
     const bool sync = strcmp(args[0], "sync") == 0;
-    // dfend_attach writes the boolean with %L, which gives 't' or 'f'.
-    const bool merge = strcmp(args[6], "t") == 0 || strcmp(args[6], "true") == 0;
-    const bool fail_on_error = strcmp(args[7], "error") == 0;
     const bool is_update = TRIGGER_FIRED_BY_UPDATE(data->tg_event);
     Relation relation = data->tg_relation;
     TupleDesc desc = RelationGetDescr(relation);
     HeapTuple row = is_update ? data->tg_newtuple : data->tg_trigtuple;
-    const char *reason = is_update ? "update" : "insert";
     // Rows of a partitioned table are queued under the table that was
     // attached (the root), whose mapping the worker reads.
     Oid queued_table = RelationGetRelid(relation);
@@ -344,64 +304,11 @@ Datum dfend_trigger(PG_FUNCTION_ARGS)
     // Nothing to register without a user id; an inserted row that already
     // carries its DFend id (a restore, a copy) needs no call either.
     if (!user_id || (!is_update && !id_is_null))
-        return PointerGetDatum(row);
-
-    if (!sync) {
-        enqueue(queued_table, user_id, reason);
-        return PointerGetDatum(row);
-    }
-
-    check_id_column(desc, id_number, relation); // before anything is sent
-    char *email = utf8_string(value_or_null(row, desc, args[3], relation));
-    char *phone = utf8_string(value_or_null(row, desc, args[4], relation));
-    char *metadata = utf8_string(value_or_null(row, desc, args[5], relation));
-    char *user_id_utf8 = utf8_string(user_id);
-    long deadline_ms = statement_deadline_ms();
-    char *id = nullptr;
-    CapturedError error;
-    pgstat_report_wait_start(PG_WAIT_EXTENSION);
-    bool ok = cpp_try(
-        [&] {
-            RegisterRequest request = make_register_request(user_id_utf8, email, phone,
-                                                            metadata, merge || is_update);
-            BackendContext &backend = backend_context();
-            ClientSettings settings = current_client_settings(backend.key_files);
-            RegisterResult result =
-                backend.client.register_identity(request, settings, call_control(deadline_ms));
-            id = server_string(result.id);
-        },
-        &error);
-    pgstat_report_wait_end();
-
-    if (!ok) {
-        // A cancel is never swallowed; nor is a failure the caller asked for.
-        if (fail_on_error || error.kind == ErrorKind::Cancelled || error.postgres_error)
-            raise_captured(&error);
-        // The core's texts are UTF-8: shown in the server's encoding.
-        char *message = to_server_lossy(error.message, (int) strlen(error.message));
-        char *detail = to_server_lossy(error.detail, (int) strlen(error.detail));
-        ereport(WARNING,
-                (errmsg("could not register the row with DFend; it is queued for a retry"),
-                 detail[0] ? errdetail("The error was: %s. %s", message, detail)
-                           : errdetail("The error was: %s.", message)));
-        enqueue(queued_table, user_id, reason);
-        return PointerGetDatum(row);
-    }
-    Datum value = (Datum) 0;
-    if (ErrorData *failure = typed_id(id, desc, id_number, relation, &value)) {
-        if (fail_on_error)
-            ReThrowError(failure);
-        ereport(WARNING,
-                (errcode(failure->sqlerrcode),
-                 errmsg("could not store the DFend id of the row; it is queued for a retry"),
-                 errdetail("The error was: %s.", failure->message)));
-        enqueue(queued_table, user_id, reason);
-        return PointerGetDatum(row);
-    }
-    int columns[1] = {id_number};
-    Datum values[1] = {value};
-    bool nulls[1] = {false};
-    return PointerGetDatum(heap_modify_tuple_by_cols(row, desc, 1, columns, values, nulls));
+        return PointerGetDatum(nullptr);
+    int64 entry_id = enqueue(queued_table, user_id, is_update ? "update" : "insert");
+    if (sync)
+        register_at_commit(entry_id);
+    return PointerGetDatum(nullptr); // AFTER trigger: the result is ignored
 }
 
 } // extern "C"
