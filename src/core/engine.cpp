@@ -200,10 +200,11 @@ void RequestEngine::abandon() noexcept
     early_.clear();
 }
 
-std::vector<JobOutcome> RequestEngine::run(AbortCheck should_abort)
+std::vector<JobOutcome> RequestEngine::run(AbortCheck should_abort,
+                                           std::optional<Clock::time_point> deadline)
 {
     try {
-        return run_all(should_abort);
+        return run_all(should_abort, deadline);
     } catch (...) {
         // Whatever went wrong, the next run must not see this run's jobs.
         abandon();
@@ -211,7 +212,28 @@ std::vector<JobOutcome> RequestEngine::run(AbortCheck should_abort)
     }
 }
 
-std::vector<JobOutcome> RequestEngine::run_all(AbortCheck should_abort)
+void RequestEngine::cut_off(std::vector<JobOutcome> &done)
+{
+    auto unfinished = [&](std::uint64_t tag, int attempts) {
+        JobOutcome outcome;
+        outcome.tag = tag;
+        outcome.attempts = attempts;
+        outcome.unfinished = true;
+        outcome.error = Error(ErrorKind::Timeout, "the time budget ran out before DFend answered",
+                              attempts > 0 ? "The request was sent; its answer was not awaited."
+                                           : "The request was not sent.");
+        done.push_back(std::move(outcome));
+    };
+    for (auto &slot : slots_)
+        if (slot->busy)
+            unfinished(slot->pending.tag, slot->pending.attempts);
+    for (const Pending &pending : queue_)
+        unfinished(pending.tag, pending.attempts);
+    abandon();
+}
+
+std::vector<JobOutcome> RequestEngine::run_all(AbortCheck should_abort,
+                                               std::optional<Clock::time_point> deadline)
 {
     std::vector<JobOutcome> done = std::move(early_);
     early_.clear();
@@ -223,6 +245,10 @@ std::vector<JobOutcome> RequestEngine::run_all(AbortCheck should_abort)
         if (should_abort && should_abort())
             throw Error(ErrorKind::Cancelled, "request to DFend was cancelled");
         Clock::time_point now = Clock::now();
+        if (deadline && now >= *deadline) {
+            cut_off(done);
+            break;
+        }
         while (in_flight_ < engine_.concurrency && !queue_.empty() &&
                queue_.front().ready_at <= now && paused_until_ <= now && take_token(now)) {
             Pending next = std::move(queue_.front());
@@ -257,6 +283,11 @@ std::vector<JobOutcome> RequestEngine::run_all(AbortCheck should_abort)
                 until_due = std::max(until_due,
                                      static_cast<long>((1 - tokens_) * 1000 / engine_.max_rate));
             wait_ms = std::clamp(until_due, 0L, wait_ms);
+        }
+        if (deadline) {
+            long until_deadline = static_cast<long>(
+                std::chrono::duration_cast<Millis>(*deadline - now).count());
+            wait_ms = std::clamp(until_deadline, 0L, wait_ms);
         }
         if (wait_ms > 0) {
             code = curl_multi_poll(multi_, nullptr, 0, static_cast<int>(wait_ms), nullptr);

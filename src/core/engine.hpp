@@ -39,6 +39,7 @@ struct JobOutcome {
     std::optional<Error> error;           // set on failure
     bool permanent = false;  // the row's own data is at fault (InvalidArgument)
     int attempts = 0;        // HTTP requests sent for this job
+    bool unfinished = false; // cut off by run()'s deadline, not answered
 };
 
 struct EngineStats {
@@ -60,8 +61,11 @@ class RequestEngine {
     void submit(Job job);
     // Runs until every submitted job has an outcome and returns them in the
     // order they finished. Throws Error(Cancelled) when `should_abort` says so,
-    // after aborting every transfer in flight.
-    std::vector<JobOutcome> run(AbortCheck should_abort);
+    // after aborting every transfer in flight. At `deadline`, if given, every
+    // job without an outcome gets a Timeout error (`unfinished` set) and its
+    // transfer is aborted: a time budget, not a failure of the row.
+    std::vector<JobOutcome> run(AbortCheck should_abort,
+                                std::optional<Clock::time_point> deadline = std::nullopt);
 
     const EngineStats &stats() const noexcept { return stats_; }
 
@@ -69,7 +73,9 @@ class RequestEngine {
     struct Pending;
     struct Slot;
 
-    std::vector<JobOutcome> run_all(AbortCheck should_abort);
+    std::vector<JobOutcome> run_all(AbortCheck should_abort,
+                                    std::optional<Clock::time_point> deadline);
+    void cut_off(std::vector<JobOutcome> &done); // the deadline passed
     void abandon() noexcept; // drops every job and transfer
     void start(Pending pending, Clock::time_point now);
     void finish(Slot &slot, CURLcode code, Clock::time_point now,
