@@ -1,0 +1,607 @@
+// RequestEngine against an in-process server: one outcome per job, the
+// concurrency cap, the rate cap, retries and what is never retried, the 429
+// pause, validation before any request, run()'s deadline and abort, and
+// reuse of the engine after a run that was cut short.
+#include "core/engine.hpp"
+#include "test_server.hpp"
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+using namespace dfend;
+using dfend_test::TestServer;
+using nlohmann::json;
+using Steady = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+namespace {
+
+std::atomic<bool> g_abort{false};
+bool abort_requested() noexcept { return g_abort.load(); }
+bool never_abort() noexcept { return false; }
+
+long elapsed_ms(Steady::time_point since)
+{
+    return static_cast<long>(
+        std::chrono::duration_cast<milliseconds>(Steady::now() - since).count());
+}
+
+std::string user_of(const httplib::Request &req)
+{
+    json body = json::parse(req.body, nullptr, false);
+    return body.is_object() ? body.value("userId", "") : "";
+}
+
+void reply_id(httplib::Response &res, const std::string &user, bool created = true,
+              bool merged = false)
+{
+    res.status = created ? 201 : 200;
+    res.set_content(json({{"id", "idn_" + user}, {"created", created}, {"merged", merged}}).dump(),
+                    "application/json");
+}
+
+Job job(std::uint64_t tag, std::string user, std::optional<std::string> email = std::nullopt)
+{
+    Job j;
+    j.tag = tag;
+    j.request.user_id = std::move(user);
+    j.request.email = std::move(email);
+    return j;
+}
+
+// Outcomes by tag; fails the test when a tag comes back twice.
+std::map<std::uint64_t, JobOutcome> by_tag(const std::vector<JobOutcome> &outcomes)
+{
+    std::map<std::uint64_t, JobOutcome> map;
+    for (const JobOutcome &o : outcomes) {
+        EXPECT_TRUE(map.emplace(o.tag, o).second) << "tag " << o.tag << " answered twice";
+        EXPECT_NE(o.result.has_value(), o.error.has_value()) << "tag " << o.tag;
+    }
+    return map;
+}
+
+class EngineTest : public ::testing::Test {
+  protected:
+    void SetUp() override
+    {
+        g_abort = false;
+        // More handler threads than any test keeps busy (kept-alive
+        // connections hold a thread each), so the server never queues.
+        server_.server().new_task_queue = [] { return new httplib::ThreadPool(32); };
+        // Without it a reply's head and body, written separately, meet the
+        // client's delayed ACK: 40 ms per request would hide the rate cap.
+        server_.server().set_tcp_nodelay(true);
+        client_.api_key = kKey;
+        client_.connect_timeout_ms = 2000;
+        client_.request_timeout_ms = 5000;
+        client_.retry.max_retries = 3;
+        client_.retry.base_delay = Millis(5);
+        client_.retry.max_delay = Millis(5000);
+        engine_.concurrency = 4;
+    }
+    void TearDown() override
+    {
+        g_abort = false;
+        server_.stop();
+    }
+
+    void start(TestServer::Handler handler)
+    {
+        server_.on_identity(std::move(handler));
+        server_.start();
+        client_.api_url = server_.base_url();
+    }
+
+    // Answers each user with the statuses in turn (the last one repeats);
+    // 2xx answers carry an id.
+    void answer_in_turn(std::vector<int> statuses, std::string retry_after = {})
+    {
+        start([this, statuses, retry_after](const httplib::Request &req, httplib::Response &res) {
+            std::string user = user_of(req);
+            std::size_t i;
+            {
+                std::lock_guard<std::mutex> lock(mutex_);
+                i = std::min(calls_[user]++, statuses.size() - 1);
+            }
+            if (statuses[i] / 100 == 2) {
+                reply_id(res, user);
+                return;
+            }
+            res.status = statuses[i];
+            if (!retry_after.empty())
+                res.set_header("Retry-After", retry_after);
+            res.set_content(R"({"error":"status )" + std::to_string(statuses[i]) + "\"}",
+                            "application/json");
+        });
+    }
+
+    std::size_t requests_for(const std::string &user)
+    {
+        std::size_t n = 0;
+        for (const auto &r : server_.requests())
+            n += user_of_body(r.body) == user;
+        return n;
+    }
+    static std::string user_of_body(const std::string &body)
+    {
+        json parsed = json::parse(body, nullptr, false);
+        return parsed.is_object() ? parsed.value("userId", "") : "";
+    }
+
+    static constexpr const char *kKey = "sk_test_EnGiNe0123456789";
+    TestServer server_;
+    ClientSettings client_;
+    EngineSettings engine_;
+    std::mutex mutex_;
+    std::condition_variable cv_;
+    std::map<std::string, std::size_t> calls_;
+};
+
+} // namespace
+
+TEST_F(EngineTest, EveryJobGetsOneOutcomeWithItsTag)
+{
+    start([](const httplib::Request &req, httplib::Response &res) {
+        std::string user = user_of(req);
+        int n = std::stoi(user.substr(2));
+        reply_id(res, user, n % 2 == 0, n % 3 == 0);
+    });
+    RequestEngine engine(client_, engine_);
+    constexpr int kJobs = 20;
+    for (int i = 0; i < kJobs; ++i)
+        engine.submit(job(1000 + i, "u-" + std::to_string(i), "u" + std::to_string(i) + "@example.com"));
+    auto outcomes = engine.run(&never_abort);
+    ASSERT_EQ(outcomes.size(), static_cast<std::size_t>(kJobs));
+    auto map = by_tag(outcomes);
+    ASSERT_EQ(map.size(), static_cast<std::size_t>(kJobs));
+    for (int i = 0; i < kJobs; ++i) {
+        ASSERT_EQ(map.count(1000 + i), 1u) << i;
+        const JobOutcome &o = map.at(1000 + i);
+        ASSERT_TRUE(o.result) << i << ": " << (o.error ? o.error->message() : "");
+        EXPECT_EQ(o.result->id, "idn_u-" + std::to_string(i));
+        EXPECT_EQ(o.result->created, i % 2 == 0) << i;
+        EXPECT_EQ(o.result->merged, i % 3 == 0) << i;
+        EXPECT_FALSE(o.permanent);
+        EXPECT_FALSE(o.unfinished);
+        EXPECT_EQ(o.attempts, 1);
+    }
+    auto requests = server_.requests();
+    ASSERT_EQ(requests.size(), static_cast<std::size_t>(kJobs));
+    std::set<std::string> users;
+    for (const auto &r : requests) {
+        EXPECT_EQ(r.method, "POST");
+        EXPECT_EQ(r.path, "/identity");
+        EXPECT_EQ(r.header("x-api-key"), kKey);
+        json body = json::parse(r.body);
+        users.insert(body.at("userId").get<std::string>());
+        EXPECT_EQ(body.at("email"), body.at("userId").get<std::string>().substr(0, 1) +
+                                         body.at("userId").get<std::string>().substr(2) +
+                                         "@example.com");
+    }
+    EXPECT_EQ(users.size(), static_cast<std::size_t>(kJobs));
+    EXPECT_EQ(engine.stats().requests, static_cast<std::uint64_t>(kJobs));
+    EXPECT_EQ(engine.stats().retries, 0u);
+
+    // A second run on the same engine returns only its own jobs.
+    engine.submit(job(7, "u-100"));
+    outcomes = engine.run(nullptr);
+    ASSERT_EQ(outcomes.size(), 1u);
+    EXPECT_EQ(outcomes[0].tag, 7u);
+    ASSERT_TRUE(outcomes[0].result);
+    EXPECT_EQ(outcomes[0].result->id, "idn_u-100");
+}
+
+TEST_F(EngineTest, ConcurrencyCapIsReachedAndNeverExceeded)
+{
+    // Each handler holds its request until `concurrency` requests are inside
+    // handlers at once (or every job has arrived), so the engine must fill
+    // every slot to make progress, and any request beyond the cap would be
+    // seen here while the others are held.
+    constexpr int kJobs = 14;
+    engine_.concurrency = 4;
+    int current = 0, peak = 0, arrived = 0;
+    start([&](const httplib::Request &req, httplib::Response &res) {
+        {
+            std::unique_lock<std::mutex> lock(mutex_);
+            ++arrived;
+            peak = std::max(peak, ++current);
+            cv_.notify_all();
+            // The bound only keeps a broken engine from hanging the test.
+            cv_.wait_for(lock, std::chrono::seconds(5), [&] {
+                return current >= engine_.concurrency || arrived == kJobs;
+            });
+            --current;
+        }
+        reply_id(res, user_of(req));
+    });
+    RequestEngine engine(client_, engine_);
+    for (int i = 0; i < kJobs; ++i)
+        engine.submit(job(i, "c-" + std::to_string(i)));
+    auto begin = Steady::now();
+    auto outcomes = engine.run(&never_abort);
+    long took = elapsed_ms(begin);
+    auto map = by_tag(outcomes);
+    ASSERT_EQ(map.size(), static_cast<std::size_t>(kJobs));
+    for (const auto &[tag, o] : map)
+        EXPECT_TRUE(o.result) << tag;
+    std::lock_guard<std::mutex> lock(mutex_);
+    EXPECT_EQ(peak, engine_.concurrency);
+    EXPECT_EQ(engine.stats().max_in_flight, engine_.concurrency);
+    EXPECT_EQ(arrived, kJobs);
+    // No handler waited out its 5 s bound.
+    EXPECT_LT(took, 4000);
+}
+
+TEST_F(EngineTest, ConcurrencyOneSendsOneAtATime)
+{
+    int current = 0, peak = 0;
+    start([&](const httplib::Request &req, httplib::Response &res) {
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            peak = std::max(peak, ++current);
+        }
+        reply_id(res, user_of(req));
+        std::lock_guard<std::mutex> lock(mutex_);
+        --current;
+    });
+    engine_.concurrency = 1;
+    RequestEngine engine(client_, engine_);
+    for (int i = 0; i < 6; ++i)
+        engine.submit(job(i, "s-" + std::to_string(i)));
+    EXPECT_EQ(by_tag(engine.run(nullptr)).size(), 6u);
+    EXPECT_EQ(peak, 1);
+    EXPECT_EQ(engine.stats().max_in_flight, 1);
+}
+
+TEST_F(EngineTest, MaxRateSpreadsRequestsOut)
+{
+    start([](const httplib::Request &req, httplib::Response &res) { reply_id(res, user_of(req)); });
+    engine_.max_rate = 100;
+    RequestEngine engine(client_, engine_);
+    for (int i = 0; i < 40; ++i)
+        engine.submit(job(i, "r-" + std::to_string(i)));
+    auto begin = Steady::now();
+    auto outcomes = engine.run(&never_abort);
+    long took = elapsed_ms(begin);
+    EXPECT_EQ(by_tag(outcomes).size(), 40u);
+    // 40 requests at 100/s with a burst of at most 10: 30 wait for tokens.
+    EXPECT_GE(took, 280);
+    EXPECT_LT(took, 3000);
+    EXPECT_EQ(server_.request_count(), 40u);
+}
+
+TEST_F(EngineTest, WithoutMaxRateRequestsAreNotSpreadOut)
+{
+    start([](const httplib::Request &req, httplib::Response &res) { reply_id(res, user_of(req)); });
+    RequestEngine engine(client_, engine_);
+    for (int i = 0; i < 40; ++i)
+        engine.submit(job(i, "f-" + std::to_string(i)));
+    auto begin = Steady::now();
+    EXPECT_EQ(by_tag(engine.run(nullptr)).size(), 40u);
+    // The contrast to MaxRateSpreadsRequestsOut: its lower bound comes from
+    // max_rate, not from the server (about 10 ms here unloaded).
+    EXPECT_LT(elapsed_ms(begin), 280);
+}
+
+TEST_F(EngineTest, UpstreamFailureIsRetried)
+{
+    answer_in_turn({503, 201});
+    RequestEngine engine(client_, engine_);
+    engine.submit(job(1, "retry-me"));
+    engine.submit(job(2, "retry-too"));
+    auto map = by_tag(engine.run(&never_abort));
+    ASSERT_EQ(map.size(), 2u);
+    for (std::uint64_t tag : {1u, 2u}) {
+        const JobOutcome &o = map.at(tag);
+        ASSERT_TRUE(o.result) << tag;
+        EXPECT_EQ(o.attempts, 2) << tag;
+        EXPECT_FALSE(o.permanent);
+    }
+    EXPECT_EQ(map.at(1).result->id, "idn_retry-me");
+    EXPECT_EQ(requests_for("retry-me"), 2u);
+    EXPECT_EQ(engine.stats().requests, 4u);
+    EXPECT_EQ(engine.stats().retries, 2u);
+}
+
+TEST_F(EngineTest, UpstreamFailureGivesUpAfterMaxRetries)
+{
+    answer_in_turn({500});
+    client_.retry.max_retries = 2;
+    RequestEngine engine(client_, engine_);
+    engine.submit(job(1, "down"));
+    auto outcomes = engine.run(nullptr);
+    ASSERT_EQ(outcomes.size(), 1u);
+    const JobOutcome &o = outcomes[0];
+    ASSERT_TRUE(o.error);
+    EXPECT_EQ(o.error->kind(), ErrorKind::Upstream);
+    EXPECT_EQ(o.attempts, 3);
+    EXPECT_FALSE(o.permanent); // DFend's fault, not the row's
+    EXPECT_FALSE(o.unfinished);
+    EXPECT_NE(o.error->detail().find("Gave up after 3 attempts."), std::string::npos)
+        << o.error->detail();
+    EXPECT_EQ(server_.request_count(), 3u);
+}
+
+TEST_F(EngineTest, ClientErrorsArePermanentAndNotRetried)
+{
+    start([](const httplib::Request &req, httplib::Response &res) {
+        std::string user = user_of(req);
+        res.status = user == "bad-400" ? 400 : 422;
+        res.set_content(R"({"error":"email is not valid"})", "application/json");
+    });
+    RequestEngine engine(client_, engine_);
+    engine.submit(job(400, "bad-400"));
+    engine.submit(job(422, "bad-422"));
+    auto begin = Steady::now();
+    auto map = by_tag(engine.run(&never_abort));
+    ASSERT_EQ(map.size(), 2u);
+    for (std::uint64_t tag : {400u, 422u}) {
+        const JobOutcome &o = map.at(tag);
+        ASSERT_TRUE(o.error) << tag;
+        EXPECT_EQ(o.error->kind(), ErrorKind::InvalidArgument) << tag;
+        EXPECT_EQ(o.error->http_status(), static_cast<long>(tag));
+        EXPECT_NE(o.error->detail().find("email is not valid"), std::string::npos);
+        EXPECT_EQ(o.error->detail().find("Gave up"), std::string::npos);
+        EXPECT_TRUE(o.permanent) << tag;
+        EXPECT_EQ(o.attempts, 1) << tag;
+    }
+    EXPECT_EQ(server_.request_count(), 2u);
+    EXPECT_EQ(engine.stats().retries, 0u);
+    EXPECT_LT(elapsed_ms(begin), 1000);
+}
+
+TEST_F(EngineTest, RejectedKeyIsNotPermanent)
+{
+    answer_in_turn({401});
+    RequestEngine engine(client_, engine_);
+    engine.submit(job(1, "u"));
+    auto outcomes = engine.run(nullptr);
+    ASSERT_EQ(outcomes.size(), 1u);
+    const JobOutcome &o = outcomes[0];
+    ASSERT_TRUE(o.error);
+    EXPECT_EQ(o.error->kind(), ErrorKind::Unauthorized);
+    EXPECT_FALSE(o.permanent); // the same for every row: fix the key, try again
+    EXPECT_EQ(o.attempts, 1);
+    EXPECT_EQ(server_.request_count(), 1u);
+    // The key is never echoed in what the engine reports.
+    EXPECT_EQ(o.error->message().find(kKey), std::string::npos);
+    EXPECT_EQ(o.error->detail().find(kKey), std::string::npos);
+}
+
+TEST_F(EngineTest, RateLimitPausesEveryRequestForRetryAfter)
+{
+    // The first request gets 429 with Retry-After: 1; the engine must wait a
+    // second before sending anything, the other job's first request included.
+    std::vector<std::pair<std::string, Steady::time_point>> arrivals;
+    start([&](const httplib::Request &req, httplib::Response &res) {
+        std::string user = user_of(req);
+        bool first;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            first = arrivals.empty();
+            arrivals.emplace_back(user, Steady::now());
+        }
+        if (first) {
+            res.status = 429;
+            res.set_header("Retry-After", "1");
+            res.set_content(R"({"error":"slow down"})", "application/json");
+            return;
+        }
+        reply_id(res, user);
+    });
+    engine_.concurrency = 1;
+    client_.retry.base_delay = Millis(1);
+    RequestEngine engine(client_, engine_);
+    engine.submit(job(1, "limited"));
+    engine.submit(job(2, "other"));
+    auto begin = Steady::now();
+    auto map = by_tag(engine.run(&never_abort));
+    long took = elapsed_ms(begin);
+    ASSERT_EQ(map.size(), 2u);
+    ASSERT_TRUE(map.at(1).result);
+    ASSERT_TRUE(map.at(2).result);
+    EXPECT_EQ(map.at(1).attempts, 2);
+    EXPECT_EQ(map.at(2).attempts, 1);
+    EXPECT_EQ(engine.stats().rate_limited, 1u);
+    EXPECT_EQ(engine.stats().retries, 1u);
+    EXPECT_GE(took, 1000);
+    EXPECT_LT(took, 3000);
+    std::lock_guard<std::mutex> lock(mutex_);
+    ASSERT_EQ(arrivals.size(), 3u);
+    EXPECT_EQ(arrivals[0].first, "limited");
+    for (std::size_t i = 1; i < arrivals.size(); ++i)
+        EXPECT_GE(arrivals[i].second - arrivals[0].second, milliseconds(1000))
+            << arrivals[i].first << " came back before Retry-After";
+}
+
+TEST_F(EngineTest, ValidationFailureIsPermanentAndSendsNothing)
+{
+    start([](const httplib::Request &req, httplib::Response &res) { reply_id(res, user_of(req)); });
+    RequestEngine engine(client_, engine_);
+    engine.submit(job(1, ""));                            // empty user id
+    engine.submit(job(2, "fine", std::string("not an email")));
+    engine.submit(job(3, "good", std::string("good@example.com")));
+    auto map = by_tag(engine.run(&never_abort));
+    ASSERT_EQ(map.size(), 3u);
+    for (std::uint64_t tag : {1u, 2u}) {
+        const JobOutcome &o = map.at(tag);
+        ASSERT_TRUE(o.error) << tag;
+        EXPECT_EQ(o.error->kind(), ErrorKind::InvalidArgument) << tag;
+        EXPECT_TRUE(o.permanent) << tag;
+        EXPECT_EQ(o.attempts, 0) << tag;
+        EXPECT_FALSE(o.unfinished) << tag;
+    }
+    ASSERT_TRUE(map.at(3).result);
+    EXPECT_EQ(map.at(3).result->id, "idn_good");
+    // Only the valid job reached the server.
+    auto requests = server_.requests();
+    ASSERT_EQ(requests.size(), 1u);
+    EXPECT_EQ(user_of_body(requests[0].body), "good");
+    EXPECT_EQ(engine.stats().requests, 1u);
+}
+
+TEST_F(EngineTest, DeadlineCutsOffUnansweredJobs)
+{
+    // "slow-*" requests are never answered (until the test ends); the others
+    // are answered at once, one of them with a 400.
+    start([this](const httplib::Request &req, httplib::Response &res) {
+        std::string user = user_of(req);
+        if (user.rfind("slow-", 0) == 0) {
+            server_.wait_released(milliseconds(30000));
+            reply_id(res, user);
+            return;
+        }
+        if (user == "bad") {
+            res.status = 400;
+            res.set_content(R"({"error":"no"})", "application/json");
+            return;
+        }
+        reply_id(res, user);
+    });
+    engine_.concurrency = 3;
+    client_.request_timeout_ms = 20000; // only the deadline may end the wait
+    RequestEngine engine(client_, engine_);
+    engine.submit(job(100, "fast"));
+    engine.submit(job(101, "bad"));
+    constexpr int kSlow = 8;
+    for (int i = 0; i < kSlow; ++i)
+        engine.submit(job(i, "slow-" + std::to_string(i)));
+
+    auto begin = Steady::now();
+    auto outcomes = engine.run(&never_abort, Clock::now() + milliseconds(300));
+    long took = elapsed_ms(begin);
+    EXPECT_GE(took, 290);
+    EXPECT_LT(took, 800);
+
+    auto map = by_tag(outcomes);
+    ASSERT_EQ(map.size(), static_cast<std::size_t>(kSlow + 2));
+    // Answered before the deadline: the real outcome stays.
+    ASSERT_TRUE(map.at(100).result);
+    EXPECT_EQ(map.at(100).result->id, "idn_fast");
+    EXPECT_FALSE(map.at(100).unfinished);
+    ASSERT_TRUE(map.at(101).error);
+    EXPECT_EQ(map.at(101).error->kind(), ErrorKind::InvalidArgument);
+    EXPECT_TRUE(map.at(101).permanent);
+    EXPECT_FALSE(map.at(101).unfinished);
+
+    int sent = 0, not_sent = 0;
+    for (int i = 0; i < kSlow; ++i) {
+        const JobOutcome &o = map.at(i);
+        ASSERT_TRUE(o.error) << i;
+        EXPECT_FALSE(o.result) << i;
+        EXPECT_EQ(o.error->kind(), ErrorKind::Timeout) << i;
+        EXPECT_TRUE(o.unfinished) << i;
+        EXPECT_FALSE(o.permanent) << i; // a time budget, not the row's fault
+        if (o.attempts == 1) {
+            ++sent;
+            EXPECT_EQ(requests_for("slow-" + std::to_string(i)), 1u) << i;
+            EXPECT_NE(o.error->detail().find("was sent"), std::string::npos);
+        } else {
+            EXPECT_EQ(o.attempts, 0) << i;
+            ++not_sent;
+            EXPECT_EQ(requests_for("slow-" + std::to_string(i)), 0u) << i;
+            EXPECT_NE(o.error->detail().find("not sent"), std::string::npos);
+        }
+    }
+    // Three slots, all held by slow requests once the fast ones were done.
+    EXPECT_EQ(sent, engine_.concurrency);
+    EXPECT_EQ(not_sent, kSlow - engine_.concurrency);
+
+    // The engine is clean and usable: a new job succeeds, alone.
+    engine.submit(job(200, "after"));
+    begin = Steady::now();
+    outcomes = engine.run(&never_abort, Clock::now() + milliseconds(5000));
+    EXPECT_LT(elapsed_ms(begin), 2000);
+    ASSERT_EQ(outcomes.size(), 1u);
+    EXPECT_EQ(outcomes[0].tag, 200u);
+    ASSERT_TRUE(outcomes[0].result);
+    EXPECT_EQ(outcomes[0].result->id, "idn_after");
+    EXPECT_FALSE(outcomes[0].unfinished);
+    EXPECT_EQ(outcomes[0].attempts, 1);
+}
+
+TEST_F(EngineTest, DeadlineAlreadyPassedSendsNothing)
+{
+    start([](const httplib::Request &req, httplib::Response &res) { reply_id(res, user_of(req)); });
+    RequestEngine engine(client_, engine_);
+    engine.submit(job(1, ""));  // decided at submit: keeps its outcome
+    engine.submit(job(2, "late"));
+    auto map = by_tag(engine.run(nullptr, Clock::now() - milliseconds(1)));
+    ASSERT_EQ(map.size(), 2u);
+    EXPECT_TRUE(map.at(1).permanent);
+    EXPECT_FALSE(map.at(1).unfinished);
+    ASSERT_TRUE(map.at(2).error);
+    EXPECT_EQ(map.at(2).error->kind(), ErrorKind::Timeout);
+    EXPECT_TRUE(map.at(2).unfinished);
+    EXPECT_EQ(map.at(2).attempts, 0);
+    EXPECT_EQ(server_.request_count(), 0u);
+}
+
+TEST_F(EngineTest, DeadlineDuringABackoffCutsOffTheRetry)
+{
+    answer_in_turn({503, 201});
+    client_.retry.base_delay = Millis(4000);
+    RequestEngine engine(client_, engine_);
+    engine.submit(job(1, "backing-off"));
+    auto begin = Steady::now();
+    auto outcomes = engine.run(&never_abort, Clock::now() + milliseconds(300));
+    long took = elapsed_ms(begin);
+    EXPECT_GE(took, 290);
+    EXPECT_LT(took, 800);
+    ASSERT_EQ(outcomes.size(), 1u);
+    ASSERT_TRUE(outcomes[0].error);
+    EXPECT_EQ(outcomes[0].error->kind(), ErrorKind::Timeout);
+    EXPECT_TRUE(outcomes[0].unfinished);
+    EXPECT_EQ(outcomes[0].attempts, 1);
+    EXPECT_EQ(server_.request_count(), 1u);
+}
+
+TEST_F(EngineTest, AbortThrowsCancelledAndTheEngineStaysUsable)
+{
+    // The first request to arrive asks for the abort; no request is answered
+    // until the test ends, so only the abort can end the run.
+    start([this](const httplib::Request &req, httplib::Response &res) {
+        std::string user = user_of(req);
+        if (user == "after") {
+            reply_id(res, user);
+            return;
+        }
+        g_abort = true;
+        server_.wait_released(milliseconds(30000));
+        reply_id(res, user);
+    });
+    engine_.concurrency = 2;
+    RequestEngine engine(client_, engine_);
+    engine.submit(job(0, "")); // an early outcome must not leak into the next run
+    for (int i = 1; i <= 5; ++i)
+        engine.submit(job(i, "held-" + std::to_string(i)));
+    auto begin = Steady::now();
+    try {
+        engine.run(&abort_requested, Clock::now() + milliseconds(20000));
+        ADD_FAILURE() << "run() returned instead of throwing";
+    } catch (const Error &e) {
+        EXPECT_EQ(e.kind(), ErrorKind::Cancelled) << e.message();
+    }
+    EXPECT_LT(elapsed_ms(begin), 1000);
+    EXPECT_LE(server_.request_count(), 2u);
+
+    g_abort = false;
+    engine.submit(job(42, "after"));
+    begin = Steady::now();
+    auto outcomes = engine.run(&abort_requested);
+    EXPECT_LT(elapsed_ms(begin), 2000);
+    ASSERT_EQ(outcomes.size(), 1u);
+    EXPECT_EQ(outcomes[0].tag, 42u);
+    ASSERT_TRUE(outcomes[0].result);
+    EXPECT_EQ(outcomes[0].result->id, "idn_after");
+}
