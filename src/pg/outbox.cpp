@@ -100,6 +100,7 @@ struct Settlement {
 
 char *cached_schema = nullptr;
 Oid cached_namespace = InvalidOid;
+Oid cached_owner = InvalidOid;
 
 OwnerLimits table_limits()
 {
@@ -377,12 +378,15 @@ const char *outbox_schema()
         HeapTuple tuple = systable_getnext(scan);
         Oid schema = HeapTupleIsValid(tuple) ? ((Form_pg_extension) GETSTRUCT(tuple))->extnamespace
                                              : InvalidOid;
+        Oid owner = HeapTupleIsValid(tuple) ? ((Form_pg_extension) GETSTRUCT(tuple))->extowner
+                                            : InvalidOid;
         systable_endscan(scan);
         table_close(catalog, AccessShareLock);
         if (!OidIsValid(schema))
             return nullptr;
         char *name = get_namespace_name(schema);
         cached_namespace = schema;
+        cached_owner = owner;
         cached_schema = MemoryContextStrdup(TopMemoryContext, quote_identifier(name));
     }
     return cached_schema;
@@ -642,7 +646,7 @@ void drain(const char *schema, const OutboxSettings &settings, Entry *entries, i
             // The COMMIT fails, so nothing of this transaction is stored.
             if (failure.fail_commit)
                 ereport(ERROR, (errcode(failure.sqlstate),
-                                errmsg("could not register a new row with DFend before COMMIT"),
+                                errmsg("could not store a DFend id for a new row before COMMIT"),
                                 errdetail("The error was: %s", as_sentence(failure.error)),
                                 errhint("The table is attached with on_error => 'error'; "
                                         "attach it with on_error => 'queue' to leave such "
@@ -709,6 +713,13 @@ void register_own_entries(const int64_t *entry_ids, int count, long budget_ms)
         return;
     OutboxSettings settings = current_outbox_settings();
     TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), budget_ms);
+    // As the extension's owner, as the worker would: the committing role
+    // may not read the outbox. Users' tables are still read and written as
+    // their owners (run_as_owner). An error restores the user at abort.
+    Oid saved_user;
+    int saved_context;
+    GetUserIdAndSecContext(&saved_user, &saved_context);
+    SetUserIdAndSecContext(cached_owner, saved_context | SECURITY_LOCAL_USERID_CHANGE);
     SPI_connect();
     int nest_level = internal_sql_begin();
     // The transaction's own entries, still pending (a rolled-back savepoint
@@ -758,13 +769,14 @@ void register_own_entries(const int64_t *entry_ids, int count, long budget_ms)
     }
     internal_sql_end(nest_level);
     SPI_finish();
+    SetUserIdAndSecContext(saved_user, saved_context);
     if (leftovers.queued > 0)
         ereport(WARNING,
-                (errmsg_plural("%d new row was not registered with DFend before COMMIT",
-                               "%d new rows were not registered with DFend before COMMIT",
+                (errmsg_plural("%d new row did not get its DFend id before COMMIT",
+                               "%d new rows did not get their DFend id before COMMIT",
                                leftovers.queued, leftovers.queued),
-                 errdetail("They stay in the outbox, and the background worker registers them "
-                           "later. The first error was: %s",
+                 errdetail("Their outbox entries stay pending, and the background worker "
+                           "completes them later. The first error was: %s",
                            as_sentence(leftovers.first_queued_error))));
     if (leftovers.dead > 0)
         ereport(WARNING,
