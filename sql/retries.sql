@@ -2,7 +2,8 @@
 -- (dfend.retry_base_delay is 10ms in the test cluster.)
 \! test/emu reset
 
--- Every attempt fails: 1 + dfend.max_retries requests, then 58000.
+-- Every attempt fails: 1 + dfend.max_retries requests, then ID503. DETAIL
+-- ends with the wait of the step after the last: 10 ms doubled 3 times.
 SET dfend.max_retries = 3;
 \! test/emu config '{"rate_5xx": 1}'
 SELECT try_verbose($$SELECT dfend_register_identity('r-1')$$);
@@ -21,7 +22,8 @@ SELECT created FROM dfend_register_identity('r-2');
 SELECT created FROM dfend_register_identity('r-3');
 \! test/emu stat posts
 
--- A Retry-After longer than dfend.retry_max_delay fails at once.
+-- A Retry-After longer than dfend.retry_max_delay fails at once, and DETAIL
+-- ends with DFend's wait.
 \! test/emu reset
 \! test/emu config '{"fail_next_429": 1, "retry_after": 30}'
 SELECT try_verbose($$SELECT dfend_register_identity('r-4')$$);

@@ -176,6 +176,9 @@ void RequestEngine::finish(Slot &slot, CURLcode code, Clock::time_point now,
     if (pending.attempts > 1)
         failure->append_detail("Gave up after " + std::to_string(pending.attempts) +
                                " attempts.");
+    if (is_transient(failure->kind()))
+        failure->set_retry_wait_ms(
+            suggested_wait(client_.retry, pending.counted_retries, retry_after).count());
     JobOutcome outcome;
     outcome.tag = pending.tag;
     // Only the row's own data can make a request hopeless; a rejected key, a

@@ -1,5 +1,6 @@
-// The one error type of the core. The PostgreSQL layer maps `kind` to a
-// SQLSTATE in a single table (src/pg/border.cpp).
+// The one error type of the core. The PostgreSQL layer maps `kind` (and, for
+// InvalidArgument, whether DFend or dfend itself refused the data) to a
+// SQLSTATE in a single table (sqlstate_for in src/pg/border.cpp).
 #pragma once
 #include "pure.hpp"
 
@@ -12,6 +13,7 @@ namespace dfend {
 
 enum class ErrorKind {
     InvalidArgument,   // bad input caught locally, or a 4xx that blames the request
+                       // (then http_status() is DFend's status)
     Configuration,     // missing key, unreadable key file, bad URL or CA file
     Unauthorized,      // DFend rejected the key (401/403)
     RateLimited,       // 429 after retries
@@ -70,6 +72,11 @@ class Error : public std::exception {
     // Seconds the server asked us to wait (Retry-After), or -1.
     long retry_after_seconds() const noexcept { return retry_after_s_; }
     void set_retry_after_seconds(long s) noexcept { retry_after_s_ = s; }
+    // Milliseconds the caller should wait before trying the same request
+    // again, or -1 when retrying is pointless or nobody computed a wait. Set
+    // on a transient failure when dfend gives up on it (suggested_wait).
+    long long retry_wait_ms() const noexcept { return retry_wait_ms_; }
+    void set_retry_wait_ms(long long ms) noexcept { retry_wait_ms_ = ms; }
 
     void append_detail(std::string_view sentence);
     // Passes message, detail and hint through safe_reply_text: done on every
@@ -85,6 +92,7 @@ class Error : public std::exception {
     std::string hint_;
     long http_status_;
     long retry_after_s_ = -1;
+    long long retry_wait_ms_ = -1;
 };
 
 } // namespace dfend

@@ -148,6 +148,10 @@ std::optional<HttpResponse> IdentityClient::send(HttpRequest request,
             if (attempt > 1)
                 failure->append_detail("Gave up after " + std::to_string(attempt) +
                                        " attempts.");
+            if (is_transient(failure->kind()))
+                failure->set_retry_wait_ms(
+                    suggested_wait(settings.retry, retries_used, failure->retry_after_seconds())
+                        .count());
             throw std::move(*failure);
         }
         if (!sleep_unless_aborted(delay, control.should_abort))

@@ -24,6 +24,12 @@ struct RetryPolicy {
 Millis backoff_delay(const RetryPolicy &policy, int retry, long retry_after_seconds,
                      std::mt19937_64 &rng);
 
+// The wait to tell a caller that gives up: the step dfend's own backoff
+// would take next (base * 2^retry, capped), without jitter so that callers
+// can rely on it, and never less than the server's Retry-After (seconds,
+// -1 when absent). The jittered backoff_delay is never longer than this.
+Millis suggested_wait(const RetryPolicy &policy, int retry, long retry_after_seconds);
+
 // True when the server asked for a longer wait than the policy allows, so the
 // caller should give up now instead of sleeping.
 bool retry_after_exceeds_policy(const RetryPolicy &policy, long retry_after_seconds);

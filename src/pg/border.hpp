@@ -41,6 +41,8 @@ class PostgresError : public std::exception {
 struct CapturedError {
     ErrorKind kind;
     ErrorData *postgres_error; // set when a PostgresError was caught
+    long http_status;          // DFend's HTTP status, or 0
+    long long retry_wait_ms;   // Error::retry_wait_ms(), or -1
     char message[512];
     char detail[1024];
     char hint[512];
@@ -50,8 +52,10 @@ struct CapturedError {
 void capture_current_exception(CapturedError *out) noexcept;
 // PostgreSQL-style: raises the captured error. Never returns.
 [[noreturn]] void raise_captured(const CapturedError *error);
-// The SQLSTATE documented for each kind of core error.
-int sqlstate_for(ErrorKind kind) noexcept;
+// The SQLSTATE documented for each kind of core error (src/pg/sqlstates.hpp).
+// `http_status` tells DFend's verdict on the data (ID422) from dfend's own
+// (22023).
+int sqlstate_for(ErrorKind kind, long http_status) noexcept;
 
 template <typename Fn>
 auto cpp_call(Fn &&fn) -> decltype(fn())

@@ -156,6 +156,8 @@ struct Config {
   int64_t account_burst = 1;
   std::vector<std::string> fail_user_ids;
   std::unordered_set<std::string> fail_set;
+  // The status those user ids get: one of the 4xx that blame the data.
+  int64_t fail_status = 400;
   bool error_echo_key = false;
   // Replies that attack the client's handling of reply text (see README):
   // "none" | "escaped_key" | "split_key" | "invalid_utf8_error" |
@@ -194,6 +196,7 @@ json config_to_json(const Config &c) {
   j["account_rate"] = c.account_rate;
   j["account_burst"] = c.account_burst;
   j["fail_user_ids"] = c.fail_user_ids;
+  j["fail_status"] = c.fail_status;
   j["error_echo_key"] = c.error_echo_key;
   j["reply_fault"] = c.reply_fault;
   j["fail_next_5xx"] = g_next_5xx.load();
@@ -248,6 +251,13 @@ std::string apply_config(Config &c, const json &j) {
     else if (k == "rate_drop") err = get_rate(c.rate_drop);
     else if (k == "rate_hang") err = get_rate(c.rate_hang);
     else if (k == "account_burst") err = get_int(1, 1000000, c.account_burst);
+    else if (k == "fail_status") {
+      int64_t status = 0;
+      err = get_int(400, 499, status);
+      if (err.empty() && status != 400 && status != 409 && status != 413 && status != 422)
+        err = "fail_status must be 400, 409, 413 or 422";
+      if (err.empty()) c.fail_status = status;
+    }
     else if (k == "account_rate") {
       if (!v.is_number() || !(v.get<double>() >= 0.0 && v.get<double>() <= 1e6))
         err = "account_rate must be a number between 0 and 1000000";
@@ -697,7 +707,7 @@ void handle_post(const httplib::Request &req, httplib::Response &res,
     has_name = true;
   }
   if (ri.cfg->fail_set.count(user_id))
-    return client_error(ri, res, 400, "rejected by emulator");
+    return client_error(ri, res, static_cast<int>(ri.cfg->fail_status), "rejected by emulator");
 
   std::string id;
   bool created = false, merged = false;

@@ -308,10 +308,10 @@ check "raw socket cases ($(tail -1 "$TMP/raw.out"))" [ $? -eq 0 ]
 req GET /admin/identities
 check "identities list" jtrue "$BODY" "isinstance(d, list) and {'userId': 'u1', 'id': '$ID1'} in d and d[0]['userId'] == 'k2'"
 req GET /admin/config
-check "config defaults" jtrue "$BODY" 'd == {"latency_ms":0,"jitter_ms":0,"rate_5xx":0,"rate_429":0,"retry_after":1,"rate_drop":0,"drop_after_commit":False,"drop_mode":"empty","rate_hang":0,"hang_ms":30000,"fail_user_ids":[],"error_echo_key":False,"reply_fault":"none","account_rate":0,"account_burst":1,"fail_next_5xx":0,"fail_next_429":0,"drop_next":0,"hang_next":0}'
+check "config defaults" jtrue "$BODY" 'd == {"latency_ms":0,"jitter_ms":0,"rate_5xx":0,"rate_429":0,"retry_after":1,"rate_drop":0,"drop_after_commit":False,"drop_mode":"empty","rate_hang":0,"hang_ms":30000,"fail_user_ids":[],"fail_status":400,"error_echo_key":False,"reply_fault":"none","account_rate":0,"account_burst":1,"fail_next_5xx":0,"fail_next_429":0,"drop_next":0,"hang_next":0}'
 admin_config '{"latency_ms":5}'
-check "config partial update" jtrue "$BODY" 'd["latency_ms"] == 5 and d["retry_after"] == 1 and len(d) == 19'
-for b in '{"rate_5xx":2}' '{"latency_ms":-1}' '{"latency_ms":"5"}' '{"bogus":1}' '{"fail_user_ids":[1]}' '{"drop_mode":"x"}' '[1]' 'nope' '{"latency_ms":1.5}'; do
+check "config partial update" jtrue "$BODY" 'd["latency_ms"] == 5 and d["retry_after"] == 1 and len(d) == 20'
+for b in '{"rate_5xx":2}' '{"latency_ms":-1}' '{"latency_ms":"5"}' '{"bogus":1}' '{"fail_user_ids":[1]}' '{"drop_mode":"x"}' '{"fail_status":404}' '[1]' 'nope' '{"latency_ms":1.5}'; do
   admin_config "$b"
   check "config 400 for $b" is "$ST" 400
 done
@@ -395,6 +395,10 @@ check "fail_user_ids -> 400" is "$ST" 400
 check "fail_user_ids body" jtrue "$BODY" 'd == {"error": "rejected by emulator"}'
 post '{"userId":"alive"}'
 check "other users still fine" is "$ST" 200
+admin_config '{"fail_status":422}'
+post '{"userId":"dead1"}'
+check "fail_status -> 422" is "$ST" 422
+admin_config '{"fail_status":400}'
 
 admin_config '{"error_echo_key":true}'
 post '{"userId":""}'
@@ -523,7 +527,7 @@ check "verbose log written" grep -q 'POST /identity -> 200' "$TMP/emu.err"
 start_emu --quiet --latency-ms 3 --jitter-ms 2 --rate-5xx 0.25 --rate-429 0.25 --retry-after 4 --rate-drop 0.1 \
   --rate-hang 0.05 --hang-ms 10 --drop-after-commit --drop-mode partial --fail-user-id a --fail-user-id b --error-echo-key --reply-fault=escaped_key --seed 7
 req GET /admin/config
-check "flags -> config" jtrue "$BODY" 'd == {"latency_ms":3,"jitter_ms":2,"rate_5xx":0.25,"rate_429":0.25,"retry_after":4,"rate_drop":0.1,"drop_after_commit":True,"drop_mode":"partial","rate_hang":0.05,"hang_ms":10,"fail_user_ids":["a","b"],"error_echo_key":True,"reply_fault":"escaped_key","account_rate":0,"account_burst":1,"fail_next_5xx":0,"fail_next_429":0,"drop_next":0,"hang_next":0}'
+check "flags -> config" jtrue "$BODY" 'd == {"latency_ms":3,"jitter_ms":2,"rate_5xx":0.25,"rate_429":0.25,"retry_after":4,"rate_drop":0.1,"drop_after_commit":True,"drop_mode":"partial","rate_hang":0.05,"hang_ms":10,"fail_user_ids":["a","b"],"fail_status":400,"error_echo_key":True,"reply_fault":"escaped_key","account_rate":0,"account_burst":1,"fail_next_5xx":0,"fail_next_429":0,"drop_next":0,"hang_next":0}'
 check "--quiet prints nothing" [ ! -s "$TMP/emu.out" ]
 for i in $(seq 1 60); do post "{\"userId\":\"mix$i\"}"; done
 req GET /admin/stats

@@ -18,8 +18,9 @@ export LOG_DIR="$DFEND_RUN_DIR/log"
 cat > "$DFEND_RUN_DIR/inner.sh" <<'INNER'
 source "$DFEND_ROOT/test/lib.sh"
 sql "CREATE EXTENSION dfend" >/dev/null
-expect_match "a rejected key gives 28000" \
-    "$(sql 'SELECT dfend_register_identity($$k-1$$)')" "DFend rejected the API key"
+expect_match "a rejected key gives ID401" \
+    "$(psql -XAtq -c '\set VERBOSITY verbose' -c 'SELECT dfend_register_identity($$k-1$$)' 2>&1)" \
+    "ID401: DFend rejected the API key"
 conf=$(sql "SHOW config_file")
 echo "dfend.api_key = '$SECOND_KEY'" >> "$conf"
 sql "SELECT pg_reload_conf()" >/dev/null

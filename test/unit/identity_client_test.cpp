@@ -509,6 +509,38 @@ TEST_F(ClientTest, RetryAfterBeyondThePolicyFailsAtOnce)
     EXPECT_EQ(server_.request_count(), 1u);
     EXPECT_EQ(e.retry_after_seconds(), 10);
     EXPECT_NE(e.detail().find("retry after 10 s"), std::string::npos) << e.detail();
+    EXPECT_EQ(e.retry_wait_ms(), 10000);
+}
+
+TEST_F(ClientTest, GivingUpOnATransientFailureSuggestsAWait)
+{
+    answer({{503, R"({"error":"down"})"}});
+    settings_.retry.max_retries = 2;
+    settings_.retry.base_delay = Millis(5);
+    settings_.retry.max_delay = Millis(1000);
+    Error e = register_error(ErrorKind::Upstream);
+    EXPECT_EQ(server_.request_count(), 3u);
+    EXPECT_EQ(e.retry_wait_ms(), 20); // the next step: 5 ms doubled twice
+}
+
+TEST_F(ClientTest, TheSuggestedWaitHonoursRetryAfter)
+{
+    answer({{429, R"({"error":"slow down"})"}}, "1");
+    settings_.retry.max_retries = 0;
+    Error e = register_error(ErrorKind::RateLimited);
+    EXPECT_EQ(e.retry_wait_ms(), 1000);
+}
+
+TEST_F(ClientTest, PermanentFailuresSuggestNoWait)
+{
+    answer({{400, R"({"error":"bad phone"})"}});
+    EXPECT_EQ(register_error(ErrorKind::InvalidArgument).retry_wait_ms(), -1);
+}
+
+TEST_F(ClientTest, RejectedKeySuggestsNoWait)
+{
+    answer({{401, R"({"error":"unknown key"})"}});
+    EXPECT_EQ(register_error(ErrorKind::Unauthorized).retry_wait_ms(), -1);
 }
 
 TEST_F(ClientTest, HugeRetryAfterFailsAtOnce)

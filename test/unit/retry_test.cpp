@@ -162,6 +162,24 @@ TEST(Backoff, SameSeedSameDelays)
     EXPECT_NE(da, dc);
 }
 
+TEST(SuggestedWait, IsTheStepWithoutJitterFlooredAtRetryAfter)
+{
+    std::mt19937_64 rng(7);
+    RetryPolicy p = policy(100, 5000);
+    for (int retry = 0; retry < 10; ++retry) {
+        std::int64_t step = std::min<std::int64_t>(100LL << retry, 5000);
+        EXPECT_EQ(suggested_wait(p, retry, -1).count(), step) << retry;
+        EXPECT_EQ(suggested_wait(p, retry, 0).count(), step) << retry;
+        // Never shorter than the wait dfend itself would take.
+        EXPECT_GE(suggested_wait(p, retry, -1).count(), sample(p, retry, -1, rng).max);
+    }
+    EXPECT_EQ(suggested_wait(p, 0, 2).count(), 2000);
+    EXPECT_EQ(suggested_wait(p, 5, 2).count(), 3200);
+    // Longer than the policy's cap: the server's wait, as asked.
+    EXPECT_EQ(suggested_wait(p, 0, 30).count(), 30000);
+    EXPECT_GE(suggested_wait(p, 0, LONG_MAX).count(), 5000); // no overflow
+}
+
 TEST(RetryAfterExceedsPolicy, ComparesSecondsWithTheCap)
 {
     RetryPolicy p = policy(100, 5000);
