@@ -213,7 +213,7 @@ void run_requests(JobInput *inputs, int count, JobResult *results, const OutboxS
                           : outcome.permanent          ? Fate::RowFault
                           : is_transient(error.kind()) ? Fate::Transient
                                                        : Fate::Systemic;
-            result.sqlstate = sqlstate_for(error.kind());
+            result.sqlstate = sqlstate_for(error.kind(), error.http_status());
             long retry_after = error.retry_after_seconds();
             result.retry_after_ms =
                 retry_after > 0 ? static_cast<int>(std::min(retry_after, 86400L) * 1000) : 0;
