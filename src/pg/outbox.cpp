@@ -436,6 +436,8 @@ struct Leftovers {
     int dead;        // the row's data was refused
     char *first_queued_error;
     char *first_dead_error;
+    int first_queued_sqlstate;
+    int first_dead_sqlstate;
 };
 
 namespace {
@@ -654,8 +656,12 @@ void drain(const char *schema, const OutboxSettings &settings, Entry *entries, i
             bool dead = failure.fate == Fate::RowFault;
             int &count = dead ? leftovers->dead : leftovers->queued;
             char *&first = dead ? leftovers->first_dead_error : leftovers->first_queued_error;
-            if (count++ == 0)
+            int &first_sqlstate =
+                dead ? leftovers->first_dead_sqlstate : leftovers->first_queued_sqlstate;
+            if (count++ == 0) {
                 first = failure.error;
+                first_sqlstate = failure.sqlstate;
+            }
         }
     settle(schema, settings.max_attempts, done, done_count, failed, failed_count);
     result.failed = failed_count;
@@ -748,10 +754,12 @@ void register_own_entries(const int64_t *entry_ids, int count, long budget_ms)
             bool isnull = true;
             int unsent = DatumGetInt32(
                 SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-            if (unsent > 0 && leftovers.queued == 0)
+            if (unsent > 0 && leftovers.queued == 0) {
                 leftovers.first_queued_error = psprintf(
                     "dfend.sync_timeout (%ld ms) ran out before the request was sent",
                     budget_ms);
+                leftovers.first_queued_sqlstate = sqlstate_for(ErrorKind::Timeout, 0);
+            }
             leftovers.queued += unsent;
             break;
         }
@@ -772,7 +780,8 @@ void register_own_entries(const int64_t *entry_ids, int count, long budget_ms)
     SetUserIdAndSecContext(saved_user, saved_context);
     if (leftovers.queued > 0)
         ereport(WARNING,
-                (errmsg_plural("%d new row did not get its DFend id before COMMIT",
+                (errcode(leftovers.first_queued_sqlstate),
+                 errmsg_plural("%d new row did not get its DFend id before COMMIT",
                                "%d new rows did not get their DFend id before COMMIT",
                                leftovers.queued, leftovers.queued),
                  errdetail("Their outbox entries stay pending, and the background worker "
@@ -780,7 +789,8 @@ void register_own_entries(const int64_t *entry_ids, int count, long budget_ms)
                            as_sentence(leftovers.first_queued_error))));
     if (leftovers.dead > 0)
         ereport(WARNING,
-                (errmsg_plural("%d new row was not registered with DFend: its data was refused",
+                (errcode(leftovers.first_dead_sqlstate),
+                 errmsg_plural("%d new row was not registered with DFend: its data was refused",
                                "%d new rows were not registered with DFend: their data was "
                                "refused",
                                leftovers.dead, leftovers.dead),
