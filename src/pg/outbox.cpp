@@ -115,6 +115,14 @@ char *describe(const ErrorData *error)
                          : pstrdup(error->message);
 }
 
+// Whether dfend_attachment has the column: the library may be newer than
+// the extension's SQL objects until ALTER EXTENSION dfend UPDATE.
+bool attachment_has_column(const char *column)
+{
+    Oid table = get_relname_relid("dfend_attachment", outbox_namespace());
+    return OidIsValid(table) && get_attnum(table, column) != InvalidAttrNumber;
+}
+
 // Reads the mapping of an attached table and checks that the table still
 // matches it; false when it is not attached.
 bool read_mapping(const char *schema, Oid table, Mapping *mapping)
@@ -124,10 +132,12 @@ bool read_mapping(const char *schema, Oid table, Mapping *mapping)
     char *query = psprintf(
         "SELECT a.user_id_column, a.id_column, a.email_column, a.phone_column, "
         "a.metadata_column, a.merge, r.relowner, "
-        "a.on_error OPERATOR(pg_catalog.=) 'error', a.notify_channel "
+        "a.on_error OPERATOR(pg_catalog.=) 'error', %s "
         "FROM %s.dfend_attachment a "
         "JOIN pg_catalog.pg_class r ON r.oid OPERATOR(pg_catalog.=) a.table_name "
         "WHERE a.table_name OPERATOR(pg_catalog.=) $1",
+        // Before ALTER EXTENSION dfend UPDATE to 0.3.0 there is no channel.
+        attachment_has_column("notify_channel") ? "a.notify_channel" : "NULL::pg_catalog.text",
         schema);
     if (SPI_execute_with_args(query, 1, types, args, nullptr, true, 1) != SPI_OK_SELECT)
         elog(ERROR, "could not read the dfend attachment of table %u", table);

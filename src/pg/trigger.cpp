@@ -173,8 +173,11 @@ void verify_trigger(const Trigger *trigger, bool before, Oid attached_table, Rel
     SPI_finish();
     if (!matches)
         refuse_trigger("Its arguments do not match the table's attachment.");
-    if (before)
-        refuse_trigger("It fires BEFORE the row is written; dfend's triggers fire AFTER.");
+    // A sync trigger made before 0.3.0 fires BEFORE the row is written (until
+    // ALTER EXTENSION dfend UPDATE recreates it); it is as safe, since COMMIT
+    // registers only rows that exist then.
+    if (before && strcmp(trigger->tgargs[0], "sync") != 0)
+        refuse_trigger("It fires BEFORE the row is written; an async trigger fires AFTER.");
     if (const char *problem = shape_problem(trigger, relation))
         refuse_trigger(problem);
     // Created only now: the query above may have run the invalidation
@@ -303,12 +306,15 @@ Datum dfend_trigger(PG_FUNCTION_ARGS)
     (void) SPI_getbinval(row, desc, id_number, &id_is_null);
     // Nothing to register without a user id; an inserted row that already
     // carries its DFend id (a restore, a copy) needs no call either.
+    // An AFTER trigger's result is ignored; a (pre-0.3.0) BEFORE trigger
+    // must hand the row on unchanged.
+    Datum unchanged = PointerGetDatum(TRIGGER_FIRED_BEFORE(data->tg_event) ? row : nullptr);
     if (!user_id || (!is_update && !id_is_null))
-        return PointerGetDatum(nullptr);
+        return unchanged;
     int64 entry_id = enqueue(queued_table, user_id, is_update ? "update" : "insert");
     if (sync)
         register_at_commit(entry_id);
-    return PointerGetDatum(nullptr); // AFTER trigger: the result is ignored
+    return unchanged;
 }
 
 } // extern "C"

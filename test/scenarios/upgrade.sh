@@ -40,6 +40,11 @@ pg_virtualenv -t -v "$DFEND_PG_VERSION" -o "dfend.api_url=$DFEND_EMULATOR_URL" \
     sql "INSERT INTO users VALUES (1, \$\$not-an-email\$\$)" >/dev/null
     sql "SELECT dfend_process_queue()" >/dev/null
     sql "INSERT INTO users VALUES (2, \$\$two@example.com\$\$), (3, \$\$three@example.com\$\$)" >/dev/null
+    sql "CREATE TABLE members (id text PRIMARY KEY, email text, dfend_id text)" >/dev/null
+    sql "SELECT dfend_attach(\$\$members\$\$, \$\$id\$\$, \$\$dfend_id\$\$, \$\$email\$\$, mode => \$\$sync\$\$)" >/dev/null
+    sql "INSERT INTO members VALUES (\$\$m-0\$\$, \$\$m0@example.com\$\$)" >/dev/null
+    expect "$from: before the update, the new library registers through the old BEFORE trigger" \
+        "$(sql "SELECT dfend_id LIKE \$\$idn_%\$\$ FROM members WHERE id = \$\$m-0\$\$")" t
     expect "$from: before: one dead letter" "$(sql "SELECT count(*) FROM dfend_dead_letters")" 1
     expect "$from: before: two pending entries" "$(sql "SELECT count(*) FROM dfend_outbox WHERE state = \$\$pending\$\$")" 2
 
@@ -52,10 +57,15 @@ pg_virtualenv -t -v "$DFEND_PG_VERSION" -o "dfend.api_url=$DFEND_EMULATOR_URL" \
         fail "$from: the updated objects differ from a fresh $target install"
         diff <(echo "$fresh") <(echo "$updated") | head -20
     fi
-    expect "$from: the attachment survived" "$(sql "SELECT count(*) FROM dfend_attachments")" 1
+    expect "$from: the attachments survived" "$(sql "SELECT count(*) FROM dfend_attachments")" 2
     expect "$from: the dead letter survived" "$(sql "SELECT count(*) FROM dfend_dead_letters")" 1
     expect "$from: the pending entries drain" "$(sql "SELECT dfend_process_queue()")" 2
     expect "$from: their rows got ids" "$(sql "SELECT count(*) FROM users WHERE dfend_id IS NOT NULL")" 2
+    expect "$from: the triggers of a sync table now fire AFTER the row is written" \
+        "$(sql "SELECT string_agg(tgname || \$\$:\$\$ || (tgtype & 2 = 0)::text, \$\$ \$\$ ORDER BY tgname) FROM pg_trigger WHERE tgrelid = \$\$members\$\$::regclass")" \
+        "dfend_insert:true dfend_update:true"
+    sql "INSERT INTO members VALUES (\$\$m-1\$\$, \$\$m1@example.com\$\$)" >/dev/null
+    expect "$from: and COMMIT registers a new row of it" "$(sql "SELECT dfend_id LIKE \$\$idn_%\$\$ FROM members WHERE id = \$\$m-1\$\$")" t
     sql "UPDATE users SET email = \$\$one@example.com\$\$ WHERE id = 1" >/dev/null
     expect "$from: a new change is queued by the old trigger" "$(sql "SELECT dfend_process_queue()")" 1
     expect "$from: and stored" "$(sql "SELECT dfend_id IS NOT NULL FROM users WHERE id = 1")" t
