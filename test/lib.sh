@@ -12,7 +12,7 @@ export PG_CONFIG=/usr/lib/postgresql/$DFEND_PG_VERSION/bin/pg_config
 # What the pg_regress suite and the scenarios need on PostgreSQL VERSION ...
 dfend_pg_packages() {
     echo "postgresql-$1 postgresql-server-dev-$1 postgresql-common libcurl4-openssl-dev
-      nlohmann-json3-dev g++ make pkgconf libcpp-httplib-dev openssl ca-certificates curl python3 python3-psycopg2 procps"
+      nlohmann-json3-dev g++ make pkgconf libcpp-httplib-dev openssl ca-certificates curl python3 python3-psycopg2 procps pgbouncer"
 }
 DFEND_PG_PACKAGES=$(dfend_pg_packages "$DFEND_PG_VERSION")
 # ... and the unit tests and the fuzzer (run on the host only).
