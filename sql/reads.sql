@@ -72,6 +72,15 @@ SET dfend.api_key_file = :'wrong_key_file';
 SELECT try_verbose($$SELECT count(*) FROM dfend_get_identities(ARRAY['rd-a', 'rd-b'])$$);
 RESET dfend.api_key_file;
 
+-- statement_timeout stops every lookup in flight with PostgreSQL's own
+-- 57014, and the next call works.
+\! test/emu config '{"rate_hang": 1, "hang_ms": 20000}'
+SET statement_timeout = '300ms';
+SELECT count(*) FROM dfend_get_identities(ARRAY['rd-a', 'rd-b', 'rd-c']);
+RESET statement_timeout;
+\! test/emu config '{"rate_hang": 0}'
+SELECT count(*) FILTER (WHERE found) AS found FROM dfend_get_identities(ARRAY['rd-a', 'rd-b', 'rd-c']);
+
 -- Reply text goes through the same checks as dfend_get_identity's: the key
 -- JSON-escaped in a 200 reply is redacted, and an error reply that spells it
 -- with control characters in between leaves neither in the row's error.
