@@ -7,6 +7,7 @@ namespace dfend {
 struct RequestEngine::Pending {
     std::uint64_t tag;
     std::string body;
+    bool lookup = false;       // GET /identity instead of POST
     int attempts = 0;          // sent so far
     int counted_retries = 0;   // retries that count against max_retries
     Clock::time_point ready_at{};
@@ -52,8 +53,10 @@ void RequestEngine::submit(Job job)
 {
     Pending pending;
     pending.tag = job.tag;
+    pending.lookup = job.lookup.has_value();
     try {
-        pending.body = encode_register(job.request);
+        pending.body = job.lookup ? encode_lookup(job.lookup->key, job.lookup->value)
+                                  : encode_register(job.request);
     } catch (Error &error) {
         JobOutcome outcome;
         outcome.tag = job.tag;
@@ -97,7 +100,7 @@ void RequestEngine::start(Pending pending, Clock::time_point now)
         slots_.push_back(std::move(created));
     }
     HttpRequest request;
-    request.method = HttpRequest::Method::Post;
+    request.method = pending.lookup ? HttpRequest::Method::Get : HttpRequest::Method::Post;
     request.url = url_;
     request.body = pending.body;
     slot->transfer = std::make_unique<Transfer>(std::move(request), transfer_options_, nullptr);
@@ -123,21 +126,24 @@ void RequestEngine::finish(Slot &slot, CURLcode code, Clock::time_point now,
     Pending pending = std::move(slot.pending);
 
     std::optional<Error> failure;
-    std::optional<RegisterResult> result;
+    JobOutcome outcome;
     try {
         HttpResponse response = slot.transfer->finish(slot.easy, code);
-        failure = classify_response(response, false, client_.api_key);
-        if (!failure)
-            result = decode_register_response(response.body, client_.api_key);
+        // A lookup's 404 is an answer (no identity), as for the blocking call.
+        failure = classify_response(response, pending.lookup, client_.api_key);
+        if (!failure && pending.lookup && response.status == 404)
+            outcome.not_found = true;
+        else if (!failure && pending.lookup)
+            outcome.identity = decode_identity_response(response.body, client_.api_key);
+        else if (!failure)
+            outcome.result = decode_register_response(response.body, client_.api_key);
     } catch (Error &error) {
         failure = std::move(error);
     }
     slot.transfer.reset();
 
     if (!failure) {
-        JobOutcome outcome;
         outcome.tag = pending.tag;
-        outcome.result = std::move(result);
         outcome.attempts = pending.attempts;
         done.push_back(std::move(outcome));
         return;
@@ -179,7 +185,7 @@ void RequestEngine::finish(Slot &slot, CURLcode code, Clock::time_point now,
     if (is_transient(failure->kind()))
         failure->set_retry_wait_ms(
             suggested_wait(client_.retry, pending.counted_retries, retry_after).count());
-    JobOutcome outcome;
+    outcome = JobOutcome{};
     outcome.tag = pending.tag;
     // Only the row's own data can make a request hopeless; a rejected key, a
     // TLS failure or a broken reply are the same for every row and may be

@@ -1,5 +1,6 @@
 // Many registrations in flight at once over libcurl's multi interface, for
-// the background worker and for backfills. Each job is retried on transient
+// the background worker and for backfills, and many lookups (GET /identity)
+// for dfend_get_identities. Each job is retried on transient
 // failures with the same policy as a blocking call; a global token bucket
 // caps the request rate; a 429 pauses every new request until its
 // Retry-After has passed, so one rate limit slows the whole run down.
@@ -28,14 +29,26 @@ struct EngineSettings {
     Millis max_rate_limit_wait{300000}; // longest Retry-After honoured when never failing
 };
 
+// A GET /identity by user id or DFend id.
+struct Lookup {
+    LookupKey key = LookupKey::UserId;
+    std::string value;
+};
+
 struct Job {
     std::uint64_t tag = 0;       // the caller's handle for the row
     RegisterRequest request;
+    std::optional<Lookup> lookup; // set: look this up instead of registering `request`
 };
 
 struct JobOutcome {
     std::uint64_t tag = 0;
-    std::optional<RegisterResult> result; // set on success
+    std::optional<RegisterResult> result; // set on a registration's success
+    // A lookup's success: the Identity as decode_identity_response wrote it
+    // again (key redacted in decoded form, valid UTF-8); unset after a 404
+    // (not_found) or a failure (error).
+    std::optional<std::string> identity;
+    bool not_found = false;               // a lookup that DFend answered 404
     std::optional<Error> error;           // set on failure
     bool permanent = false;  // the row's own data is at fault (InvalidArgument)
     int attempts = 0;        // HTTP requests sent for this job
