@@ -119,7 +119,7 @@ void look_up(LookupKey key, char **values, int count, int *distinct_of, Answer *
             answer.failed = true;
             // Already through safe_reply_text (Error::redact) in the engine.
             answer.error = server_text(error_text(*outcome.error));
-            answer.sqlstate = sqlstate_for(outcome.error->kind());
+            answer.sqlstate = sqlstate_for(outcome.error->kind(), outcome.error->http_status());
             continue;
         }
         if (outcome.not_found)
