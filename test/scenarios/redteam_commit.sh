@@ -4,7 +4,10 @@
 # extension's owner, claims its own outbox entries, reads and writes the
 # rows as their owner and NOTIFYs. Each check prints "ok" when the attack
 # fails (no escalation, the committing role restored, nothing phantom) and
-# "not ok" when it works.
+# "not ok" when it works. Attack 1 worked before run_as_owner put back the
+# settings the owner's code changed (owner_scope_commit now calls
+# AtEOXact_GUC(false, ...)): mallory became a superuser through eve's COMMIT
+# and through dfend_process_queue.
 #   mallory: owns the database appdb and the sync tables m_*
 #   eve:     INSERT (and UPDATE, SELECT) on mallory's tables, nothing else
 #   alice:   owns another sync table, a_users, whose rows must be left alone
