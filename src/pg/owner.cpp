@@ -107,7 +107,11 @@ void owner_scope_enter(Oid owner, const OwnerLimits &limits, OwnerScope *scope)
 void owner_scope_commit(OwnerScope *scope)
 {
     disarm_step_timer(scope);
-    AtEOXact_GUC(true, scope->nest_level);
+    // false, as PostgreSQL's own security-restricted operations do: every
+    // setting the owner's code changed is put back, a plain SET included (a
+    // SET survives a "committed" nest level, and a search_path the owner
+    // chose would then resolve the operators of dfend's own statements).
+    AtEOXact_GUC(false, scope->nest_level);
     SetUserIdAndSecContext(scope->saved_user, scope->saved_security);
     ReleaseCurrentSubTransaction();
     MemoryContextSwitchTo(scope->context);
