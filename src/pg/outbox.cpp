@@ -102,11 +102,22 @@ char *cached_schema = nullptr;
 Oid cached_namespace = InvalidOid;
 Oid cached_owner = InvalidOid;
 
+// Set while a COMMIT registers its own rows: the owner's code then gets no
+// more than what is left of dfend.sync_timeout (at least 100 ms), so a slow
+// trigger cannot hold a signup for dfend.table_timeout per step.
+TimestampTz commit_deadline = 0;
+
 OwnerLimits table_limits()
 {
     // A lock held by a session on one table, or a slow trigger, holds up the
     // other tables of the batch for at most these.
-    return OwnerLimits{table_timeout_ms(), std::min(table_timeout_ms(), 1000)};
+    int limit = table_timeout_ms();
+    if (commit_deadline != 0) {
+        long left = std::max(100L, TimestampDifferenceMilliseconds(GetCurrentTimestamp(),
+                                                                   commit_deadline));
+        limit = limit > 0 ? (int) std::min<long>(limit, left) : (int) left;
+    }
+    return OwnerLimits{limit, limit > 0 ? std::min(limit, 1000) : 1000};
 }
 
 char *describe(const ErrorData *error)
@@ -415,21 +426,27 @@ void fail_entries(Settlement *failed, int *failed_count, const Entry *entries, i
 
 // Tells the attachment's channel that a row holds its id. The payload is
 // JSON: {"table": "schema.table", "user_id": "...", "dfend_id": "..."}; a
-// user id too long for a notification (8000 bytes) is sent as null.
+// user id too long for a notification (8000 bytes, escaped) is sent as null.
 void notify_stored(const Mapping &mapping, const char *user_id, const char *id)
 {
     StringInfoData payload;
     initStringInfo(&payload);
-    appendStringInfoString(&payload, "{\"table\": ");
-    escape_json(&payload, mapping.table_sql);
-    appendStringInfoString(&payload, ", \"user_id\": ");
-    if (strlen(user_id) < 7000)
-        escape_json(&payload, user_id);
-    else
-        appendStringInfoString(&payload, "null");
-    appendStringInfoString(&payload, ", \"dfend_id\": ");
-    escape_json(&payload, id);
-    appendStringInfoChar(&payload, '}');
+    for (bool with_user_id : {true, false}) {
+        resetStringInfo(&payload);
+        appendStringInfoString(&payload, "{\"table\": ");
+        escape_json(&payload, mapping.table_sql);
+        appendStringInfoString(&payload, ", \"user_id\": ");
+        if (with_user_id)
+            escape_json(&payload, user_id);
+        else
+            appendStringInfoString(&payload, "null");
+        appendStringInfoString(&payload, ", \"dfend_id\": ");
+        escape_json(&payload, id);
+        appendStringInfoChar(&payload, '}');
+        // PostgreSQL refuses a payload of 8000 bytes or more.
+        if (payload.len < 7900)
+            break;
+    }
     Async_Notify(mapping.notify, payload.data);
 }
 
@@ -681,6 +698,7 @@ void drain(const char *schema, const OutboxSettings &settings, Entry *entries, i
 
 OutboxResult process_outbox(int max_rows)
 {
+    commit_deadline = 0; // a COMMIT that failed mid-way may have left it set
     OutboxResult result = {};
     result.next_due_ms = -1;
     const char *schema = outbox_schema();
@@ -729,6 +747,7 @@ void register_own_entries(const int64_t *entry_ids, int count, long budget_ms)
         return;
     OutboxSettings settings = current_outbox_settings();
     TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), budget_ms);
+    commit_deadline = deadline;
     // As the extension's owner, as the worker would: the committing role
     // may not read the outbox. Users' tables are still read and written as
     // their owners (run_as_owner). An error restores the user at abort.
@@ -788,6 +807,7 @@ void register_own_entries(const int64_t *entry_ids, int count, long budget_ms)
     internal_sql_end(nest_level);
     SPI_finish();
     SetUserIdAndSecContext(saved_user, saved_context);
+    commit_deadline = 0;
     if (leftovers.queued > 0)
         ereport(WARNING,
                 (errcode(leftovers.first_queued_sqlstate),

@@ -77,7 +77,9 @@ int internal_sql_begin()
 
 void internal_sql_end(int nest_level)
 {
-    AtEOXact_GUC(true, nest_level);
+    // false: nothing set inside dfend's own SQL outlives it (run_as_owner
+    // already undoes what the owner's code sets; this is the second line).
+    AtEOXact_GUC(false, nest_level);
 }
 
 void owner_scope_enter(Oid owner, const OwnerLimits &limits, OwnerScope *scope)
