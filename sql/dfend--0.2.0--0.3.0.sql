@@ -335,3 +335,15 @@ BEGIN
 END $$;
 
 -- END SECTION commit
+
+-- SECTION stats (dfend_stats, failed-request log; issue 9)
+
+-- END SECTION stats
+
+-- SECTION launcher (workers that follow databases; issue 9)
+
+-- END SECTION launcher
+
+-- SECTION operations (caches, DROP EXTENSION, dumps, versions; issue 9)
+
+-- END SECTION operations

@@ -956,3 +956,15 @@ GRANT EXECUTE ON FUNCTION dfend_worker_status() TO pg_monitor;
 -- SECTION commit (commit-time registration, notify)
 
 -- END SECTION commit
+
+-- SECTION stats (dfend_stats, failed-request log; issue 9)
+
+-- END SECTION stats
+
+-- SECTION launcher (workers that follow databases; issue 9)
+
+-- END SECTION launcher
+
+-- SECTION operations (caches, DROP EXTENSION, dumps, versions; issue 9)
+
+-- END SECTION operations
