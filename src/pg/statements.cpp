@@ -22,6 +22,7 @@
 // and "api_key" (not followed by an identifier character, so
 // dfend.api_key_file does not count) both occur, in any case.
 #include "postgres.hpp"
+#include "lifecycle.hpp"
 
 extern "C" {
 #include "executor/executor.h"
@@ -231,6 +232,7 @@ void process_utility(PlannedStmt *statement, const char *query, bool read_only_t
         refuse(route);
     if (nesting_level == 0)
         redact_activity_if_named();
+    int64 discarded = pending_entries_dropped_by(statement->utilityStmt);
     nesting_level++;
     PG_TRY();
     {
@@ -246,6 +248,7 @@ void process_utility(PlannedStmt *statement, const char *query, bool read_only_t
         nesting_level--;
     }
     PG_END_TRY();
+    warn_discarded_entries(discarded);
 }
 
 void executor_run(DFEND_EXECUTOR_RUN_PARAMS)
