@@ -10,6 +10,7 @@ struct RequestEngine::Pending {
     int attempts = 0;          // sent so far
     int counted_retries = 0;   // retries that count against max_retries
     Clock::time_point ready_at{};
+    std::vector<DroppedField> dropped;
 };
 
 struct RequestEngine::Slot {
@@ -53,8 +54,11 @@ void RequestEngine::submit(Job job)
     Pending pending;
     pending.tag = job.tag;
     try {
+        if (job.drop_invalid_fields)
+            pending.dropped = drop_invalid_fields(job.request);
         pending.body = encode_register(job.request);
     } catch (Error &error) {
+        // Only the user id (or, without drop_invalid_fields, any field).
         JobOutcome outcome;
         outcome.tag = job.tag;
         outcome.error = std::move(error);
@@ -139,6 +143,7 @@ void RequestEngine::finish(Slot &slot, CURLcode code, Clock::time_point now,
         outcome.tag = pending.tag;
         outcome.result = std::move(result);
         outcome.attempts = pending.attempts;
+        outcome.dropped = std::move(pending.dropped);
         done.push_back(std::move(outcome));
         return;
     }
@@ -187,6 +192,7 @@ void RequestEngine::finish(Slot &slot, CURLcode code, Clock::time_point now,
     outcome.permanent = failure->kind() == ErrorKind::InvalidArgument;
     outcome.error = std::move(failure);
     outcome.attempts = pending.attempts;
+    outcome.dropped = std::move(pending.dropped);
     done.push_back(std::move(outcome));
 }
 
