@@ -17,7 +17,7 @@ ALTER TABLE dfend_attachment ADD COLUMN notify_channel text
 -- keeps the row from being registered. dfend_attach's default is 'drop'.
 ALTER TABLE dfend_attachment ADD COLUMN invalid_fields text NOT NULL DEFAULT 'reject'
     CHECK (invalid_fields IN ('drop', 'reject'));
-ALTER TABLE dfend_attachment ALTER COLUMN invalid_fields DROP DEFAULT;
+ALTER TABLE dfend_attachment ALTER COLUMN invalid_fields SET DEFAULT 'drop';
 
 DROP FUNCTION dfend_attach(regclass, name, name, name, name, name, boolean, text, text);
 CREATE FUNCTION dfend_attach(

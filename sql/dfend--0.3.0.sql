@@ -54,7 +54,7 @@ CREATE TABLE dfend_attachment (
     -- An email, phone or metadata that fails validation: left out of the
     -- registration ('drop', recorded in dfend_dropped_field) or the reason
     -- the row is not registered at all ('reject').
-    invalid_fields text NOT NULL CHECK (invalid_fields IN ('drop', 'reject'))
+    invalid_fields text NOT NULL DEFAULT 'drop' CHECK (invalid_fields IN ('drop', 'reject'))
 );
 SELECT pg_catalog.pg_extension_config_dump('dfend_attachment', '');
 COMMENT ON TABLE dfend_attachment IS
