@@ -94,7 +94,9 @@ SELECT user_id, state, attempts FROM dfend_outbox;
 SELECT count(*) AS listed FROM dfend_dropped_field WHERE user_id = 's-5';
 DELETE FROM dfend_outbox;
 
--- Backfills: the same option, 'drop' by default (or the attachment's).
+-- Backfills: the same option, 'drop' by default (or the attachment's). Their
+-- NOTICEs say how many rows were registered without a field.
+SET client_min_messages = notice;
 \set VERBOSITY terse
 \! test/emu reset
 CREATE TABLE f_backfill (id int PRIMARY KEY, email text, phone text, dfend_id text);
@@ -129,6 +131,7 @@ CALL dfend_backfill('f_strict');
 SELECT user_id, state FROM dfend_outbox WHERE table_name = 'f_strict'::regclass ORDER BY user_id, state;
 DELETE FROM dfend_outbox;
 \set VERBOSITY default
+SET client_min_messages = warning;
 
 -- Only dfend's owner reads the table; a dropped table takes its rows along.
 CREATE ROLE f_nobody;
