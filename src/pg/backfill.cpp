@@ -431,7 +431,7 @@ PG_FUNCTION_INFO_V1(dfend_backfill_batch);
 Datum dfend_backfill_batch(PG_FUNCTION_ARGS)
 {
     for (int required : {0, 1, 2, 8, 9, 10, 12, 14})
-        if (PG_ARGISNULL(required))
+        if (required < PG_NARGS() && PG_ARGISNULL(required))
             ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
                             errmsg("argument %d of dfend_backfill_batch must not be null",
                                    required + 1)));
@@ -450,7 +450,10 @@ Datum dfend_backfill_batch(PG_FUNCTION_ARGS)
     settings.max_rate = PG_ARGISNULL(11) ? 0 : PG_GETARG_FLOAT8(11);
     settings.dry_run = PG_GETARG_BOOL(12);
     int report_limit = PG_ARGISNULL(13) ? 0 : PG_GETARG_INT32(13);
-    char *invalid_fields = text_to_cstring(PG_GETARG_TEXT_PP(14));
+    // Before ALTER EXTENSION dfend UPDATE, the 0.2.0 SQL declaration passes
+    // 14 arguments: rows were rejected then.
+    char *invalid_fields =
+        PG_NARGS() > 14 ? text_to_cstring(PG_GETARG_TEXT_PP(14)) : pstrdup("reject");
     if (strcmp(invalid_fields, "drop") != 0 && strcmp(invalid_fields, "reject") != 0)
         ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
                         errmsg("invalid invalid_fields \"%s\"", invalid_fields),

@@ -28,6 +28,13 @@ void record_dropped_fields(Oid table, const char *const *registered, int registe
     const char *schema = outbox_schema();
     if (!schema || registered_count == 0)
         return;
+    // Not there before ALTER EXTENSION dfend UPDATE to 0.3.0; nothing is
+    // dropped then either (attachments read as 'reject').
+    if (!OidIsValid(get_relname_relid("dfend_dropped_field", outbox_namespace()))) {
+        if (dropped_count > 0)
+            elog(ERROR, "table dfend_dropped_field does not exist");
+        return;
+    }
     Oid saved_user;
     int saved_context;
     GetUserIdAndSecContext(&saved_user, &saved_context);

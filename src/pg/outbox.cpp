@@ -129,8 +129,13 @@ bool read_mapping(const char *schema, Oid table, Mapping *mapping)
     char *query = psprintf(
         "SELECT a.user_id_column, a.id_column, a.email_column, a.phone_column, "
         "a.metadata_column, a.merge, r.relowner, "
-        "a.on_error OPERATOR(pg_catalog.=) 'error', a.notify_channel, "
-        "a.invalid_fields OPERATOR(pg_catalog.=) 'drop' "
+        "a.on_error OPERATOR(pg_catalog.=) 'error', "
+        // Read through jsonb: between installing this library and ALTER
+        // EXTENSION dfend UPDATE the table lacks the 0.3.0 columns, and
+        // attachments then behave as before (no NOTIFY, 'reject').
+        "pg_catalog.to_jsonb(a) OPERATOR(pg_catalog.->>) 'notify_channel', "
+        "pg_catalog.to_jsonb(a) OPERATOR(pg_catalog.->>) 'invalid_fields' "
+        "OPERATOR(pg_catalog.=) 'drop' "
         "FROM %s.dfend_attachment a "
         "JOIN pg_catalog.pg_class r ON r.oid OPERATOR(pg_catalog.=) a.table_name "
         "WHERE a.table_name OPERATOR(pg_catalog.=) $1",
@@ -151,7 +156,8 @@ bool read_mapping(const char *schema, Oid table, Mapping *mapping)
     mapping->owner = DatumGetObjectId(SPI_getbinval(row, desc, 7, &isnull));
     mapping->fail_commit = DatumGetBool(SPI_getbinval(row, desc, 8, &isnull));
     mapping->notify = SPI_getvalue(row, desc, 9);
-    mapping->drop_invalid = DatumGetBool(SPI_getbinval(row, desc, 10, &isnull));
+    Datum drop_invalid = SPI_getbinval(row, desc, 10, &isnull);
+    mapping->drop_invalid = !isnull && DatumGetBool(drop_invalid);
     mapping->table_sql = quote_qualified_identifier(get_namespace_name(get_rel_namespace(table)),
                                                     get_rel_name(table));
     mapping->user_id_type = nullptr;

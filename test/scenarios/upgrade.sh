@@ -37,8 +37,14 @@ pg_virtualenv -t -v "$DFEND_PG_VERSION" -o "dfend.api_url=$DFEND_EMULATOR_URL" \
     expect "$from installs from its own script" "$(sql "SELECT extversion FROM pg_extension WHERE extname = \$\$dfend\$\$")" "$from"
     sql "CREATE TABLE users (id int PRIMARY KEY, email text, dfend_id text)" >/dev/null
     sql "SELECT dfend_attach(\$\$users\$\$, \$\$id\$\$, \$\$dfend_id\$\$, \$\$email\$\$)" >/dev/null
-    sql "INSERT INTO users VALUES (1, \$\$not-an-email\$\$)" >/dev/null
+    sql "INSERT INTO users VALUES (1, \$\$not-an-email\$\$), (4, \$\$four@example.com\$\$)" >/dev/null
     sql "SELECT dfend_process_queue()" >/dev/null
+    # This library with the old objects, before ALTER EXTENSION UPDATE.
+    expect "$from: before: this library stores ids" "$(sql "SELECT dfend_id IS NOT NULL FROM users WHERE id = 4")" t
+    sql "CREATE TABLE others (id int PRIMARY KEY, email text, dfend_id text)" >/dev/null
+    sql "INSERT INTO others VALUES (1, \$\$o1@example.com\$\$)" >/dev/null
+    sql "CALL dfend_backfill(\$\$others\$\$, user_id_column => \$\$id\$\$, id_column => \$\$dfend_id\$\$, email_column => \$\$email\$\$)" >/dev/null 2>&1
+    expect "$from: before: and backfills" "$(sql "SELECT count(dfend_id) FROM others")" 1
     sql "INSERT INTO users VALUES (2, \$\$two@example.com\$\$), (3, \$\$three@example.com\$\$)" >/dev/null
     expect "$from: before: one dead letter" "$(sql "SELECT count(*) FROM dfend_dead_letters")" 1
     expect "$from: before: two pending entries" "$(sql "SELECT count(*) FROM dfend_outbox WHERE state = \$\$pending\$\$")" 2
@@ -53,9 +59,10 @@ pg_virtualenv -t -v "$DFEND_PG_VERSION" -o "dfend.api_url=$DFEND_EMULATOR_URL" \
         diff <(echo "$fresh") <(echo "$updated") | head -20
     fi
     expect "$from: the attachment survived" "$(sql "SELECT count(*) FROM dfend_attachments")" 1
+    expect "$from: it still rejects invalid fields" "$(sql "SELECT invalid_fields FROM dfend_attachments")" reject
     expect "$from: the dead letter survived" "$(sql "SELECT count(*) FROM dfend_dead_letters")" 1
     expect "$from: the pending entries drain" "$(sql "SELECT dfend_process_queue()")" 2
-    expect "$from: their rows got ids" "$(sql "SELECT count(*) FROM users WHERE dfend_id IS NOT NULL")" 2
+    expect "$from: their rows got ids" "$(sql "SELECT count(*) FROM users WHERE dfend_id IS NOT NULL")" 3
     sql "UPDATE users SET email = \$\$one@example.com\$\$ WHERE id = 1" >/dev/null
     expect "$from: a new change is queued by the old trigger" "$(sql "SELECT dfend_process_queue()")" 1
     expect "$from: and stored" "$(sql "SELECT dfend_id IS NOT NULL FROM users WHERE id = 1")" t
