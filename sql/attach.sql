@@ -106,7 +106,7 @@ SELECT dfend_id LIKE 'idn_%' AS has_id FROM members WHERE "Member Id" = 'm-2';
 -- on_error 'error': COMMIT fails with the mapped error, and nothing is stored.
 SELECT dfend_detach('members');
 SELECT dfend_attach('members', 'Member Id', 'dfend_id', email_column => 'E-mail', mode => 'sync',
-                    on_error => 'error');
+                    on_error => 'error', invalid_fields => 'reject');
 SET dfend.api_url = 'http://127.0.0.1:1';
 \set VERBOSITY terse
 INSERT INTO members VALUES ('m-3', 'm3@example.com');
@@ -114,7 +114,8 @@ INSERT INTO members VALUES ('m-3', 'm3@example.com');
 RESET dfend.api_url;
 RESET dfend.max_retries;
 SELECT count(*) FROM members WHERE "Member Id" = 'm-3';
--- Bad input in the row fails the same way, before any request.
+-- Bad input in the row fails the same way, before any request (with
+-- invalid_fields 'reject'; 'drop' registers it without the field).
 INSERT INTO members VALUES ('m-4', 'not-an-email');
 SELECT count(*) FROM members WHERE "Member Id" = 'm-4';
 

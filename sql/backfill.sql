@@ -34,8 +34,9 @@ CALL dfend_backfill('bf_users', user_id_column => 'id', id_column => 'dfend_id')
 \! test/emu stat posts
 
 -- A text key, and rows DFend cannot take: two invalid emails (refused
--- locally, nothing sent) and one user DFend answers 400 for. They become
--- dead letters; every other row is stored.
+-- locally with invalid_fields 'reject', nothing sent) and one user DFend
+-- answers 400 for. They become dead letters; every other row is stored.
+-- (invalid_fields 'drop', the default: sql/fields.sql.)
 \! test/emu reset
 CREATE TABLE bf_accounts (login text PRIMARY KEY, email text, dfend_id varchar(64));
 INSERT INTO bf_accounts VALUES
@@ -44,14 +45,14 @@ INSERT INTO bf_accounts VALUES
     ('o''brien', 'ob@example.com');
 \! test/emu config '{"fail_user_ids": ["eve"]}'
 CALL dfend_backfill('bf_accounts', batch_size => 2, user_id_column => 'login',
-                    id_column => 'dfend_id', email_column => 'email');
+                    id_column => 'dfend_id', email_column => 'email', invalid_fields => 'reject');
 SELECT login, dfend_id IS NOT NULL AS stored FROM bf_accounts ORDER BY login;
 SELECT user_id, reason, attempts, last_error FROM dfend_dead_letters
 WHERE table_name = 'bf_accounts'::regclass ORDER BY user_id;
 \! test/emu stat posts
 -- Rows already dead-lettered are skipped: no request, no second dead letter.
 CALL dfend_backfill('bf_accounts', batch_size => 2, user_id_column => 'login',
-                    id_column => 'dfend_id', email_column => 'email');
+                    id_column => 'dfend_id', email_column => 'email', invalid_fields => 'reject');
 \! test/emu stat posts
 SELECT count(*) AS dead_letters FROM dfend_dead_letters WHERE table_name = 'bf_accounts'::regclass;
 -- merge => true: a user DFend already knows gets the row's new email added.
@@ -71,7 +72,7 @@ SELECT g, CASE WHEN g % 5 = 0 THEN 'no-at-sign' ELSE 'd' || g || '@example.com' 
 FROM generate_series(1, 60) AS g;
 CALL dfend_backfill('bf_dry', dry_run => true, batch_size => 25, user_id_column => 'id',
                     id_column => 'dfend_id', email_column => 'email', phone_column => 'phone',
-                    metadata_column => 'meta');
+                    metadata_column => 'meta', invalid_fields => 'reject');
 \! test/emu stat requests
 SELECT count(dfend_id) AS stored FROM bf_dry;
 SELECT count(*) AS outbox FROM dfend_outbox WHERE table_name = 'bf_dry'::regclass;
@@ -255,8 +256,8 @@ DROP ROLE bf_someone;
 -- it may update.
 \! test/emu reset
 CREATE ROLE bf_dba;
-GRANT EXECUTE ON PROCEDURE dfend_backfill(regclass, integer, integer, float8, boolean, boolean, name, name, name, name, name) TO bf_dba;
-GRANT EXECUTE ON FUNCTION dfend_backfill_batch(regclass, name, name, name, name, name, boolean, text, boolean, integer, integer, float8, boolean, integer) TO bf_dba;
+GRANT EXECUTE ON PROCEDURE dfend_backfill(regclass, integer, integer, float8, boolean, boolean, name, name, name, name, name, text) TO bf_dba;
+GRANT EXECUTE ON FUNCTION dfend_backfill_batch(regclass, name, name, name, name, name, boolean, text, boolean, integer, integer, float8, boolean, integer, text) TO bf_dba;
 GRANT EXECUTE ON FUNCTION dfend_internal_count_missing(regclass, name, name) TO bf_dba;
 GRANT SELECT ON dfend_attachment, dfend_backfill_progress TO bf_dba;
 GRANT SELECT, INSERT ON dfend_outbox TO bf_dba;
@@ -266,10 +267,13 @@ CREATE TABLE bf_owned (id integer PRIMARY KEY, email text, dfend_id text);
 INSERT INTO bf_owned VALUES (1, 'one@example.com'), (2, 'two@'), (3, NULL);
 ALTER TABLE bf_owned OWNER TO bf_dba;
 SET ROLE bf_dba;
+-- Row 2 is registered without its email: recording that needs no grant.
 CALL dfend_backfill('bf_owned', user_id_column => 'id', id_column => 'dfend_id', email_column => 'email');
 SELECT count(dfend_id) AS stored FROM bf_owned;
 SELECT try($$CALL dfend_backfill('bf_types', user_id_column => 'id', id_column => 'dfend_id')$$);
+SELECT try($$SELECT count(*) FROM dfend_dropped_field$$);
 RESET ROLE;
+SELECT user_id, field FROM dfend_dropped_field WHERE table_name = 'bf_owned'::regclass;
 DELETE FROM dfend_outbox WHERE table_name = 'bf_owned'::regclass;
 DROP OWNED BY bf_dba;
 DROP ROLE bf_dba;

@@ -50,7 +50,11 @@ CREATE TABLE dfend_attachment (
     on_error text NOT NULL DEFAULT 'queue' CHECK (on_error IN ('queue', 'error')),
     attached_at timestamptz NOT NULL DEFAULT now(),
     -- NOTIFY channel told of every stored id, or NULL.
-    notify_channel text CHECK (octet_length(notify_channel) BETWEEN 1 AND 63)
+    notify_channel text CHECK (octet_length(notify_channel) BETWEEN 1 AND 63),
+    -- An email, phone or metadata that fails validation: left out of the
+    -- registration ('drop', recorded in dfend_dropped_field) or the reason
+    -- the row is not registered at all ('reject').
+    invalid_fields text NOT NULL DEFAULT 'drop' CHECK (invalid_fields IN ('drop', 'reject'))
 );
 SELECT pg_catalog.pg_extension_config_dump('dfend_attachment', '');
 COMMENT ON TABLE dfend_attachment IS
@@ -220,7 +224,8 @@ CREATE FUNCTION dfend_attach(
     merge boolean DEFAULT false,
     mode text DEFAULT 'async',
     on_error text DEFAULT 'queue',
-    notify text DEFAULT NULL)
+    notify text DEFAULT NULL,
+    invalid_fields text DEFAULT 'drop')
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -245,6 +250,10 @@ BEGIN
         RAISE EXCEPTION 'invalid notify channel "%"', notify
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = 'A channel name is 1 to 63 bytes long.';
+    END IF;
+    IF invalid_fields IS NULL OR invalid_fields NOT IN ('drop', 'reject') THEN
+        RAISE EXCEPTION 'invalid invalid_fields "%"', invalid_fields
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Use ''drop'' or ''reject''.';
     END IF;
     SELECT c.relkind INTO relation_kind FROM pg_class c WHERE c.oid = table_name;
     IF relation_kind NOT IN ('r', 'p') THEN
@@ -276,9 +285,9 @@ BEGIN
 
     INSERT INTO @extschema@.dfend_attachment
         (table_name, user_id_column, id_column, email_column, phone_column, metadata_column,
-         merge, mode, on_error, notify_channel)
+         merge, mode, on_error, notify_channel, invalid_fields)
     VALUES (table_name, user_id_column, id_column, email_column, phone_column, metadata_column,
-            merge, mode, on_error, notify);
+            merge, mode, on_error, notify, invalid_fields);
 
     trigger_args := format('%L, %L, %L, %L, %L, %L, %L, %L', mode, user_id_column, id_column,
                            coalesce(email_column, ''), coalesce(phone_column, ''),
@@ -311,7 +320,7 @@ BEGIN
         END IF;
     END IF;
 END $$;
-COMMENT ON FUNCTION dfend_attach(regclass, name, name, name, name, name, boolean, text, text, text) IS
+COMMENT ON FUNCTION dfend_attach(regclass, name, name, name, name, name, boolean, text, text, text, text) IS
 'Attaches a users table: new and changed rows get their DFend id stored automatically';
 
 CREATE FUNCTION dfend_detach(table_name regclass) RETURNS void
@@ -378,7 +387,7 @@ COMMENT ON VIEW dfend_queue_status IS
 
 CREATE VIEW dfend_attachments AS
 SELECT table_name, user_id_column, id_column, email_column, phone_column, metadata_column,
-       merge, mode, on_error, attached_at, notify_channel
+       merge, mode, on_error, attached_at, notify_channel, invalid_fields
 FROM @extschema@.dfend_attachment;
 COMMENT ON VIEW dfend_attachments IS 'Tables attached to DFend and their column mapping';
 
@@ -396,11 +405,14 @@ BEGIN
     DELETE FROM @extschema@.dfend_outbox o
     USING pg_event_trigger_dropped_objects() d
     WHERE d.classid = 'pg_class'::regclass AND d.objsubid = 0 AND d.objid = o.table_name::oid;
+    DELETE FROM @extschema@.dfend_dropped_field f
+    USING pg_event_trigger_dropped_objects() d
+    WHERE d.classid = 'pg_class'::regclass AND d.objsubid = 0 AND d.objid = f.table_name::oid;
 END $$;
 REVOKE EXECUTE ON FUNCTION dfend_internal_on_drop() FROM PUBLIC;
 CREATE EVENT TRIGGER dfend_on_drop ON sql_drop EXECUTE FUNCTION dfend_internal_on_drop();
 
-REVOKE EXECUTE ON FUNCTION dfend_attach(regclass, name, name, name, name, name, boolean, text, text, text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION dfend_attach(regclass, name, name, name, name, name, boolean, text, text, text, text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION dfend_detach(regclass) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION dfend_process_queue(integer) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION dfend_retry_dead(regclass) FROM PUBLIC;
@@ -468,7 +480,8 @@ COMMENT ON VIEW dfend_backfill_progress IS
 'Progress of dfend_backfill runs, updated after each batch: done of total, rate, ETA, failures';
 
 -- One batch of dfend_backfill: selects the next rows after after_key,
--- registers them, stores the ids and dead-letters permanent failures, in the
+-- registers them, stores the ids, records the fields left out
+-- (invalid_fields 'drop') and dead-letters permanent failures, in the
 -- caller's transaction.
 CREATE FUNCTION dfend_backfill_batch(
     table_name regclass,
@@ -485,6 +498,7 @@ CREATE FUNCTION dfend_backfill_batch(
     max_rate float8,
     dry_run boolean,
     report_limit integer,
+    invalid_fields text,
     OUT last_key text,
     OUT rows integer,
     OUT registered integer,
@@ -493,12 +507,13 @@ CREATE FUNCTION dfend_backfill_batch(
     OUT failed_permanent integer,
     OUT failed_transient integer,
     OUT first_transient_key text,
-    OUT invalid text[])
+    OUT invalid text[],
+    OUT dropped integer)
 RETURNS record
 AS 'MODULE_PATHNAME', 'dfend_backfill_batch'
 -- Volatile and parallel unsafe: it writes the table and calls DFend.
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
-COMMENT ON FUNCTION dfend_backfill_batch(regclass, name, name, name, name, name, boolean, text, boolean, integer, integer, float8, boolean, integer) IS
+COMMENT ON FUNCTION dfend_backfill_batch(regclass, name, name, name, name, name, boolean, text, boolean, integer, integer, float8, boolean, integer, text) IS
 'Internal: one batch of dfend_backfill';
 
 -- A procedure, so that it can COMMIT after each batch. It cannot carry a
@@ -515,7 +530,8 @@ CREATE PROCEDURE dfend_backfill(
     id_column name DEFAULT NULL,
     email_column name DEFAULT NULL,
     phone_column name DEFAULT NULL,
-    metadata_column name DEFAULT NULL)
+    metadata_column name DEFAULT NULL,
+    invalid_fields text DEFAULT NULL)
 LANGUAGE plpgsql
 AS $$
 DECLARE
@@ -530,6 +546,7 @@ DECLARE
     v_email name := email_column;
     v_phone name := phone_column;
     v_metadata name := metadata_column;
+    v_invalid_fields text := invalid_fields;
     v_attached record;
     v_relkind "char";
     v_key_attnum smallint;
@@ -548,6 +565,7 @@ DECLARE
     v_existing bigint := 0;
     v_failed bigint := 0;
     v_transient bigint := 0;
+    v_dropped bigint := 0;
     v_shown integer := 0;
     v_example text;
     v_started timestamptz := pg_catalog.clock_timestamp();
@@ -576,6 +594,10 @@ BEGIN
         RAISE EXCEPTION 'max_rate must be a positive number of requests per second'
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Leave it NULL for no cap.';
     END IF;
+    IF v_invalid_fields IS NOT NULL AND v_invalid_fields NOT IN ('drop', 'reject') THEN
+        RAISE EXCEPTION 'invalid invalid_fields "%"', v_invalid_fields
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Use ''drop'' or ''reject''.';
+    END IF;
     SELECT c.relkind INTO v_relkind FROM pg_catalog.pg_class AS c WHERE c.oid = v_table;
     IF v_relkind IS NULL OR v_relkind NOT IN ('r', 'p') THEN
         RAISE EXCEPTION '% is not a table', v_table USING ERRCODE = 'wrong_object_type';
@@ -590,12 +612,14 @@ BEGIN
         v_phone := coalesce(v_phone, v_attached.phone_column);
         v_metadata := coalesce(v_metadata, v_attached.metadata_column);
         v_merge := coalesce(v_merge, v_attached.merge);
+        v_invalid_fields := coalesce(v_invalid_fields, v_attached.invalid_fields);
     ELSIF v_user_id IS NULL OR v_id IS NULL THEN
         RAISE EXCEPTION 'table % is not attached to DFend and no columns were given', v_table
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Name the columns with user_id_column and id_column (and email_column, phone_column, metadata_column), or attach the table with dfend_attach.';
     END IF;
     v_merge := coalesce(v_merge, false);
+    v_invalid_fields := coalesce(v_invalid_fields, 'drop');
     PERFORM @extschema@.dfend_internal_check_columns(v_table, v_user_id, v_id, v_email,
                                                       v_phone, v_metadata);
     SELECT a.attnum INTO v_key_attnum FROM pg_catalog.pg_attribute AS a
@@ -649,13 +673,15 @@ BEGIN
     LOOP
         SELECT * INTO b FROM @extschema@.dfend_backfill_batch(
             v_table, v_user_id, v_id, v_email, v_phone, v_metadata, v_merge, v_after,
-            v_inclusive, v_batch_size, v_concurrency, v_max_rate, v_dry_run, 10 - v_shown);
+            v_inclusive, v_batch_size, v_concurrency, v_max_rate, v_dry_run, 10 - v_shown,
+            v_invalid_fields);
         v_rows := v_rows + b.rows;
         v_registered := v_registered + b.registered;
         v_created := v_created + b.created;
         v_existing := v_existing + b.existing;
         v_failed := v_failed + b.failed_permanent;
         v_transient := v_transient + b.failed_transient;
+        v_dropped := v_dropped + b.dropped;
         v_first_transient := coalesce(v_first_transient, b.first_transient_key);
         IF v_dry_run THEN
             FOREACH v_example IN ARRAY b.invalid LOOP
@@ -709,25 +735,32 @@ BEGIN
     v_detail := pg_catalog.format('Took %s s, %s rows/s.', round(v_seconds::numeric, 1),
                                   round(CASE WHEN v_seconds > 0 THEN v_rows / v_seconds ELSE 0 END::numeric));
     IF v_dry_run THEN
-        IF v_failed > v_shown THEN
+        IF v_failed + v_dropped > v_shown THEN
             v_detail := v_detail || pg_catalog.format(' Only the first %s invalid rows are listed.', v_shown);
         END IF;
-        RAISE NOTICE 'dry run of %: % valid, % invalid', v_table, v_registered, v_failed
+        RAISE NOTICE 'dry run of %: % valid%, % invalid', v_table, v_registered,
+            CASE WHEN v_dropped > 0 THEN pg_catalog.format(' (%s of them without a field that fails validation)', v_dropped) ELSE '' END,
+            v_failed
             USING DETAIL = 'Nothing was sent to DFend; the valid rows would be. ' || v_detail;
     ELSE
         IF v_failed > 0 THEN
             v_detail := v_detail || ' Rows that failed for good are in dfend_dead_letters.';
         END IF;
+        IF v_dropped > 0 THEN
+            v_detail := v_detail || ' The fields left out are in dfend_dropped_field.';
+        END IF;
         IF v_transient > 0 THEN
             v_detail := v_detail || ' Rows left without an id failed for a transient reason; run dfend_backfill again for them.';
         END IF;
-        RAISE NOTICE 'backfill of % finished: % registered (% created, % already existing), % failed%',
-            v_table, v_registered, v_created, v_existing, v_failed,
+        RAISE NOTICE 'backfill of % finished: % registered (% created, % already existing%), % failed%',
+            v_table, v_registered, v_created, v_existing,
+            CASE WHEN v_dropped > 0 THEN pg_catalog.format(', %s without a field that failed validation', v_dropped) ELSE '' END,
+            v_failed,
             CASE WHEN v_transient > 0 THEN pg_catalog.format(', %s left without an id', v_transient) ELSE '' END
             USING DETAIL = v_detail;
     END IF;
 END $$;
-COMMENT ON PROCEDURE dfend_backfill(regclass, integer, integer, float8, boolean, boolean, name, name, name, name, name) IS
+COMMENT ON PROCEDURE dfend_backfill(regclass, integer, integer, float8, boolean, boolean, name, name, name, name, name, text) IS
 'Registers every row of a table that has no DFend id yet, in committed batches; resumable, throttled, with progress in dfend_backfill_progress';
 
 CREATE FUNCTION dfend_internal_count_missing(table_name regclass, user_id_column name,
@@ -747,8 +780,8 @@ SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION dfend_enqueue_backfill(regclass) IS
 'Queues every row of an attached table that has no DFend id (and no outbox entry) for the outbox worker; returns how many';
 
-REVOKE EXECUTE ON PROCEDURE dfend_backfill(regclass, integer, integer, float8, boolean, boolean, name, name, name, name, name) FROM PUBLIC;
-REVOKE EXECUTE ON FUNCTION dfend_backfill_batch(regclass, name, name, name, name, name, boolean, text, boolean, integer, integer, float8, boolean, integer) FROM PUBLIC;
+REVOKE EXECUTE ON PROCEDURE dfend_backfill(regclass, integer, integer, float8, boolean, boolean, name, name, name, name, name, text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION dfend_backfill_batch(regclass, name, name, name, name, name, boolean, text, boolean, integer, integer, float8, boolean, integer, text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION dfend_enqueue_backfill(regclass) FROM PUBLIC;
 REVOKE ALL ON dfend_backfill_run, dfend_backfill_progress FROM PUBLIC;
 REVOKE ALL ON SEQUENCE dfend_backfill_run_run_id_seq FROM PUBLIC;
@@ -954,6 +987,22 @@ GRANT EXECUTE ON FUNCTION dfend_worker_status() TO pg_monitor;
 -- END SECTION status
 
 -- SECTION commit (commit-time registration, notify)
+
+-- Fields left out of a user's latest registration because they failed
+-- validation (invalid_fields 'drop'): one row per user and field, replaced
+-- whenever the user is registered again, removed with the table.
+CREATE TABLE dfend_dropped_field (
+    table_name regclass NOT NULL,
+    user_id text NOT NULL,
+    field text NOT NULL CHECK (field IN ('email', 'phone', 'metadata')),
+    reason text NOT NULL,
+    dropped_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (table_name, user_id, field)
+);
+SELECT pg_catalog.pg_extension_config_dump('dfend_dropped_field', '');
+COMMENT ON TABLE dfend_dropped_field IS
+'Fields left out of users'' latest registrations because they failed validation, and why';
+REVOKE ALL ON dfend_dropped_field FROM PUBLIC;
 
 -- END SECTION commit
 

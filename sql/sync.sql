@@ -123,8 +123,9 @@ SELECT dfend_process_queue();
 SELECT id, dfend_id LIKE 'idn_%' AS has_id FROM signups
 WHERE id IN ('slow-1', 'slow-2', 'later') ORDER BY id;
 
--- Data DFend refuses, on_error 'queue': the row is stored, and the WARNING
--- says it was not registered.
+-- Data dfend refuses, on_error 'queue': with invalid_fields 'drop' (the
+-- default) the row is registered without the field, and the WARNING says so
+-- ('reject': sql/fields.sql).
 INSERT INTO signups (id, email) VALUES ('bad-email', 'not-an-email');
 SELECT state, last_error FROM dfend_outbox WHERE user_id = 'bad-email';
 DELETE FROM dfend_outbox;

@@ -240,31 +240,72 @@ RegisterRequest make_register_request(const char *user_id, const char *email,
     return request;
 }
 
+namespace {
+
+// The value of each optional field as the body carries it; each throws
+// Error(InvalidArgument) when the field cannot be sent.
+json email_value(const std::string &email)
+{
+    validate_email(email);
+    return email;
+}
+
+json phone_value(const std::string &phone)
+{
+    validate_phone(phone);
+    return phone;
+}
+
+json metadata_value(const std::string &metadata_json)
+{
+    std::string why;
+    std::optional<json> metadata = parse_bounded(metadata_json, &why);
+    if (!metadata)
+        throw Error(ErrorKind::InvalidArgument, "metadata is not valid JSON", why);
+    if (!metadata->is_object())
+        throw Error(ErrorKind::InvalidArgument, "metadata must be a JSON object",
+                    std::string("The value is a JSON ") + metadata->type_name() + ".");
+    return std::move(*metadata);
+}
+
+} // namespace
+
 std::string encode_register(const RegisterRequest &request)
 {
     validate_user_id(request.user_id);
     json body = json::object();
     body["userId"] = request.user_id;
-    if (request.email) {
-        validate_email(*request.email);
-        body["email"] = *request.email;
-    }
-    if (request.phone) {
-        validate_phone(*request.phone);
-        body["phone"] = *request.phone;
-    }
+    if (request.email)
+        body["email"] = email_value(*request.email);
+    if (request.phone)
+        body["phone"] = phone_value(*request.phone);
     body["merge"] = request.merge;
-    if (request.metadata_json) {
-        std::string why;
-        std::optional<json> metadata = parse_bounded(*request.metadata_json, &why);
-        if (!metadata)
-            throw Error(ErrorKind::InvalidArgument, "metadata is not valid JSON", why);
-        if (!metadata->is_object())
-            throw Error(ErrorKind::InvalidArgument, "metadata must be a JSON object",
-                        std::string("The value is a JSON ") + metadata->type_name() + ".");
-        body["metadata"] = std::move(*metadata);
-    }
+    if (request.metadata_json)
+        body["metadata"] = metadata_value(*request.metadata_json);
     return dump_request(body);
+}
+
+std::vector<DroppedField> drop_invalid_fields(RegisterRequest &request)
+{
+    std::vector<DroppedField> dropped;
+    auto check = [&](const char *name, std::optional<std::string> &value,
+                     json (*to_json)(const std::string &)) {
+        if (!value)
+            return;
+        try {
+            to_json(*value);
+        } catch (const Error &error) {
+            std::string reason = error.message();
+            if (!error.detail().empty())
+                reason += ": " + error.detail();
+            dropped.push_back(DroppedField{name, std::move(reason)});
+            value.reset();
+        }
+    };
+    check("email", request.email, email_value);
+    check("phone", request.phone, phone_value);
+    check("metadata", request.metadata_json, metadata_value);
+    return dropped;
 }
 
 std::string encode_lookup(LookupKey key, std::string_view value)

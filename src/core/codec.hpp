@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace dfend {
 
@@ -39,6 +40,18 @@ enum class LookupKey { UserId, Id };
 // Validates every field (Error(InvalidArgument)) and encodes the POST body,
 // leaving out absent fields.
 std::string encode_register(const RegisterRequest &request);
+
+// A field left out of a registration because it failed local validation.
+struct DroppedField {
+    std::string field;  // "email", "phone" or "metadata"
+    std::string reason; // the validation error: message, then ": " and detail
+};
+
+// Removes from `request` each email, phone and metadata value that
+// encode_register would refuse, and says which and why, in that order. The
+// user id is never removed: without it there is no registration at all, so
+// encode_register still refuses a bad one.
+std::vector<DroppedField> drop_invalid_fields(RegisterRequest &request);
 // The GET /identity body: {"userId": ...} or {"id": ...}.
 std::string encode_lookup(LookupKey key, std::string_view value);
 

@@ -11,6 +11,7 @@ struct RequestEngine::Pending {
     int attempts = 0;          // sent so far
     int counted_retries = 0;   // retries that count against max_retries
     Clock::time_point ready_at{};
+    std::vector<DroppedField> dropped;
 };
 
 struct RequestEngine::Slot {
@@ -55,9 +56,12 @@ void RequestEngine::submit(Job job)
     pending.tag = job.tag;
     pending.lookup = job.lookup.has_value();
     try {
+        if (!job.lookup && job.drop_invalid_fields)
+            pending.dropped = drop_invalid_fields(job.request);
         pending.body = job.lookup ? encode_lookup(job.lookup->key, job.lookup->value)
                                   : encode_register(job.request);
     } catch (Error &error) {
+        // Only the user id (or, without drop_invalid_fields, any field).
         JobOutcome outcome;
         outcome.tag = job.tag;
         outcome.error = std::move(error);
@@ -145,6 +149,7 @@ void RequestEngine::finish(Slot &slot, CURLcode code, Clock::time_point now,
     if (!failure) {
         outcome.tag = pending.tag;
         outcome.attempts = pending.attempts;
+        outcome.dropped = std::move(pending.dropped);
         done.push_back(std::move(outcome));
         return;
     }
@@ -193,6 +198,7 @@ void RequestEngine::finish(Slot &slot, CURLcode code, Clock::time_point now,
     outcome.permanent = failure->kind() == ErrorKind::InvalidArgument;
     outcome.error = std::move(failure);
     outcome.attempts = pending.attempts;
+    outcome.dropped = std::move(pending.dropped);
     done.push_back(std::move(outcome));
 }
 

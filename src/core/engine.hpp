@@ -39,6 +39,10 @@ struct Job {
     std::uint64_t tag = 0;       // the caller's handle for the row
     RegisterRequest request;
     std::optional<Lookup> lookup; // set: look this up instead of registering `request`
+    // Register the user without an email, phone or metadata that fails
+    // local validation (drop_invalid_fields) instead of failing the job. A
+    // bad user id still fails it.
+    bool drop_invalid_fields = false;
 };
 
 struct JobOutcome {
@@ -53,6 +57,9 @@ struct JobOutcome {
     bool permanent = false;  // the row's own data is at fault (InvalidArgument)
     int attempts = 0;        // HTTP requests sent for this job
     bool unfinished = false; // cut off by run()'s deadline, not answered
+    // Fields left out of the request for drop_invalid_fields; with a result,
+    // the user was registered without them.
+    std::vector<DroppedField> dropped;
 };
 
 struct EngineStats {
@@ -70,7 +77,8 @@ class RequestEngine {
     RequestEngine &operator=(const RequestEngine &) = delete;
 
     // Validates and encodes the request now. A job that fails validation gets
-    // a permanent outcome at once and sends nothing.
+    // a permanent outcome at once and sends nothing; with drop_invalid_fields,
+    // only a bad user id fails it, and bad optional fields are left out.
     void submit(Job job);
     // Runs until every submitted job has an outcome and returns them in the
     // order they finished. Throws Error(Cancelled) when `should_abort` says so,

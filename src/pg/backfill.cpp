@@ -9,8 +9,10 @@
 //   2. register them with many requests in flight (RequestEngine), or only
 //      validate them for a dry run;
 //   3. store the ids with one UPDATE of just those rows (AND id IS NULL, so a
-//      concurrent writer is never overwritten), and record rows DFend
-//      refused for good as dead letters.
+//      concurrent writer is never overwritten), record the fields left out
+//      of stored registrations (invalid_fields 'drop') in
+//      dfend_dropped_field, and record rows DFend refused for good as dead
+//      letters.
 //
 // Everything a batch allocates lives in SPI's per-call memory or in C++
 // containers scoped to one cpp_call, so memory stays flat however large the
@@ -19,6 +21,7 @@
 #include "../core/engine.hpp"
 #include "backend.hpp"
 #include "border.hpp"
+#include "dropped.hpp"
 #include "owner.hpp"
 #include "queue.hpp"
 #include "settings.hpp"
@@ -65,6 +68,8 @@ struct RowResult {
     int attempts;
     char *id;    // DFend's id, server encoding
     char *error; // message and detail, server encoding (dead letters, dry-run report)
+    int dropped_count;   // fields left out (invalid_fields 'drop')
+    DroppedRow *dropped; // their names and reasons, server encoding
 };
 
 // Columns of one backfill, quoted for SQL.
@@ -223,10 +228,24 @@ bool needs_request(const BatchRow &row)
 
 struct BatchSettings {
     bool merge;
+    bool drop_invalid; // invalid_fields 'drop'
     bool dry_run;
     int concurrency;
     double max_rate;
 };
+
+// C++-style: the fields left out of a row's request, in the server encoding.
+void keep_dropped(const std::vector<DroppedField> &fields, const BatchRow &row, RowResult &result)
+{
+    result.dropped_count = static_cast<int>(fields.size());
+    if (fields.empty())
+        return;
+    result.dropped = pg_call(
+        [&] { return (DroppedRow *) palloc0(sizeof(DroppedRow) * fields.size()); });
+    for (std::size_t d = 0; d < fields.size(); ++d)
+        result.dropped[d] = DroppedRow{row.user_id, server_text(fields[d].field),
+                                       server_text(fields[d].reason)};
+}
 
 // C++-style (runs inside cpp_call): registers or validates the rows and
 // fills `results`. Throws to stop the run.
@@ -243,10 +262,14 @@ void handle_rows(const BatchRow *rows, int count, RowResult *results,
             if (!needs_request(rows[i]))
                 continue;
             try {
-                encode_register(request_for(rows[i]));
+                RegisterRequest request = request_for(rows[i]);
+                if (settings.drop_invalid)
+                    keep_dropped(drop_invalid_fields(request), rows[i], results[i]);
+                encode_register(request);
                 results[i].fate = kStored; // would be sent
             } catch (const Error &error) {
                 results[i].fate = kDead;
+                results[i].dropped_count = 0;
                 results[i].error = server_text(error_text(error));
             }
         }
@@ -267,6 +290,7 @@ void handle_rows(const BatchRow *rows, int count, RowResult *results,
         Job job;
         job.tag = static_cast<std::uint64_t>(i);
         job.request = request_for(rows[i]);
+        job.drop_invalid_fields = settings.drop_invalid;
         engine.submit(std::move(job));
         ++submitted;
     }
@@ -285,6 +309,7 @@ void handle_rows(const BatchRow *rows, int count, RowResult *results,
             result.fate = kStored;
             result.created = outcome.result->created;
             result.id = server_string(outcome.result->id); // printable ASCII, checked by the core
+            keep_dropped(outcome.dropped, rows[outcome.tag], result);
             ++stored;
             continue;
         }
@@ -322,6 +347,29 @@ void execute(const char *query, int nargs, Oid *types, Datum *values, const char
     int result = SPI_execute_with_args(query, nargs, types, values, nulls, false, 0);
     if (result != expected)
         elog(ERROR, "dfend backfill statement failed: %s", SPI_result_code_string(result));
+}
+
+// What the stored registrations left out (see dropped.hpp): only rows whose
+// id the UPDATE stored (`holds`, by index into `stored_rows`).
+void record_stored_fields(Oid table, const BatchRow *rows, const RowResult *results,
+                          const int *stored_rows, const bool *holds, int stored_count)
+{
+    const char **registered = (const char **) palloc(sizeof(char *) * std::max(stored_count, 1));
+    int registered_count = 0;
+    int capacity = 0;
+    for (int s = 0; s < stored_count; ++s)
+        capacity += results[stored_rows[s]].dropped_count;
+    DroppedRow *dropped = (DroppedRow *) palloc(sizeof(DroppedRow) * std::max(capacity, 1));
+    int dropped_count = 0;
+    for (int s = 0; s < stored_count; ++s) {
+        if (!holds[s])
+            continue;
+        const int i = stored_rows[s];
+        registered[registered_count++] = rows[i].user_id;
+        for (int d = 0; d < results[i].dropped_count; ++d)
+            dropped[dropped_count++] = results[i].dropped[d];
+    }
+    record_dropped_fields(table, registered, registered_count, dropped, dropped_count);
 }
 
 void warn_oversized_keys(int count, const Target &target, const char *what_happened)
@@ -376,14 +424,14 @@ extern "C" {
 
 // dfend_backfill_batch(table_name, user_id_column, id_column, email_column,
 //     phone_column, metadata_column, merge, after_key, inclusive, batch_size,
-//     concurrency, max_rate, dry_run, report_limit)
+//     concurrency, max_rate, dry_run, report_limit, invalid_fields)
 //   -> (last_key, rows, registered, created, existing, failed_permanent,
-//       failed_transient, first_transient_key, invalid)
+//       failed_transient, first_transient_key, invalid, dropped)
 PG_FUNCTION_INFO_V1(dfend_backfill_batch);
 Datum dfend_backfill_batch(PG_FUNCTION_ARGS)
 {
-    for (int required : {0, 1, 2, 8, 9, 10, 12})
-        if (PG_ARGISNULL(required))
+    for (int required : {0, 1, 2, 8, 9, 10, 12, 14})
+        if (required < PG_NARGS() && PG_ARGISNULL(required))
             ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
                             errmsg("argument %d of dfend_backfill_batch must not be null",
                                    required + 1)));
@@ -402,6 +450,15 @@ Datum dfend_backfill_batch(PG_FUNCTION_ARGS)
     settings.max_rate = PG_ARGISNULL(11) ? 0 : PG_GETARG_FLOAT8(11);
     settings.dry_run = PG_GETARG_BOOL(12);
     int report_limit = PG_ARGISNULL(13) ? 0 : PG_GETARG_INT32(13);
+    // Before ALTER EXTENSION dfend UPDATE, the 0.2.0 SQL declaration passes
+    // 14 arguments: rows were rejected then.
+    char *invalid_fields =
+        PG_NARGS() > 14 ? text_to_cstring(PG_GETARG_TEXT_PP(14)) : pstrdup("reject");
+    if (strcmp(invalid_fields, "drop") != 0 && strcmp(invalid_fields, "reject") != 0)
+        ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                        errmsg("invalid invalid_fields \"%s\"", invalid_fields),
+                        errhint("Use 'drop' or 'reject'.")));
+    settings.drop_invalid = strcmp(invalid_fields, "drop") == 0;
     if (batch_size < 1 || batch_size > 100000)
         ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
                         errmsg("batch_size must be between 1 and 100000")));
@@ -491,7 +548,7 @@ Datum dfend_backfill_batch(PG_FUNCTION_ARGS)
     skip_dead_letters(target, rows, count);
     for (int i = 0; i < count; ++i)
         if (rows[i].too_large && !rows[i].skipped && !rows[i].dead_letter)
-            results[i] = RowResult{kDead, false, 0, nullptr, rows[i].too_large};
+            results[i] = RowResult{kDead, false, 0, nullptr, rows[i].too_large, 0, nullptr};
 
     // 2. The requests: the only part that leaves PostgreSQL.
     if (count > 0) {
@@ -503,10 +560,11 @@ Datum dfend_backfill_batch(PG_FUNCTION_ARGS)
     }
 
     // 3. Store what came back.
-    int registered = 0, created = 0, failed_permanent = 0, failed_transient = 0;
+    int registered = 0, created = 0, failed_permanent = 0, failed_transient = 0, dropped = 0;
     int first_transient = -1;
     Datum *stored_keys = (Datum *) palloc(sizeof(Datum) * (count > 0 ? count : 1));
     char **stored_ids = (char **) palloc(sizeof(char *) * (count > 0 ? count : 1));
+    int *stored_rows = (int *) palloc(sizeof(int) * (count > 0 ? count : 1));
     char **dead_users = (char **) palloc(sizeof(char *) * (count > 0 ? count : 1));
     char **dead_errors = (char **) palloc(sizeof(char *) * (count > 0 ? count : 1));
     Datum *dead_attempts = (Datum *) palloc(sizeof(Datum) * (count > 0 ? count : 1));
@@ -519,8 +577,24 @@ Datum dfend_backfill_batch(PG_FUNCTION_ARGS)
             ++registered;
             if (results[i].created)
                 ++created;
+            if (results[i].dropped_count > 0) {
+                ++dropped;
+                // A dry run lists them with the invalid rows.
+                if (settings.dry_run && reported_count < report_limit) {
+                    StringInfoData text;
+                    initStringInfo(&text);
+                    appendStringInfo(&text, "%s: would be sent without",
+                                     quote_literal_cstr(rows[i].user_id));
+                    for (int d = 0; d < results[i].dropped_count; ++d)
+                        appendStringInfo(&text, "%s its %s (%s)", d > 0 ? " and" : "",
+                                         results[i].dropped[d].field,
+                                         results[i].dropped[d].reason);
+                    reported[reported_count++] = CStringGetTextDatum(text.data);
+                }
+            }
             if (!settings.dry_run) {
                 stored_keys[stored_count] = rows[i].key;
+                stored_rows[stored_count] = i;
                 stored_ids[stored_count++] = results[i].id;
             }
             break;
@@ -556,8 +630,8 @@ Datum dfend_backfill_batch(PG_FUNCTION_ARGS)
         char *update = psprintf(
             "UPDATE %s AS t SET %s = v.id "
             "FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2::pg_catalog.text[])) "
-            "AS v(k, id) "
-            "WHERE t.%s %s v.k AND t.%s IS NULL",
+            "WITH ORDINALITY AS v(k, id, n) "
+            "WHERE t.%s %s v.k AND t.%s IS NULL RETURNING v.n",
             target.table_sql, target.id_sql, target.key_sql, target.key_equals, target.id_sql);
         Oid types[2] = {key_array_type, TEXTARRAYOID};
         Datum values[2] = {
@@ -567,11 +641,20 @@ Datum dfend_backfill_batch(PG_FUNCTION_ARGS)
         // As the table's owner: its triggers, domains and policies run with
         // the owner's rights, never the caller's.
         uint64 updated = 0;
+        bool *holds = (bool *) palloc0(sizeof(bool) * stored_count); // by stored index
         if (ErrorData *error = run_as_owner(target.owner, OwnerLimits{0, 0}, [&] {
-                execute(update, 2, types, values, nullptr, SPI_OK_UPDATE);
+                execute(update, 2, types, values, nullptr, SPI_OK_UPDATE_RETURNING);
                 updated = SPI_processed;
+                for (uint64 r = 0; r < SPI_processed; ++r) {
+                    bool isnull = true;
+                    int64 n = DatumGetInt64(
+                        SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1, &isnull));
+                    if (!isnull && n >= 1 && n <= stored_count)
+                        holds[n - 1] = true;
+                }
             }))
             ReThrowError(error);
+        record_stored_fields(table, rows, results, stored_rows, holds, stored_count);
         if ((int) updated < stored_count)
             ereport(WARNING,
                     (errmsg("%d of %d DFend ids were not stored",
@@ -604,7 +687,7 @@ Datum dfend_backfill_batch(PG_FUNCTION_ARGS)
     MemoryContext spi_context = MemoryContextSwitchTo(caller_context);
     ArrayType *invalid = construct_array(reported, reported_count, TEXTOID, -1, false,
                                          TYPALIGN_INT);
-    Datum values[9] = {
+    Datum values[10] = {
         last_key ? CStringGetTextDatum(last_key) : (Datum) 0,
         Int32GetDatum(count),
         Int32GetDatum(registered),
@@ -613,9 +696,10 @@ Datum dfend_backfill_batch(PG_FUNCTION_ARGS)
         Int32GetDatum(failed_permanent),
         Int32GetDatum(failed_transient),
         first_transient_key ? CStringGetTextDatum(first_transient_key) : (Datum) 0,
-        PointerGetDatum(invalid)};
-    bool nulls[9] = {last_key == nullptr, false, false, false, false, false, false,
-                     first_transient_key == nullptr, false};
+        PointerGetDatum(invalid),
+        Int32GetDatum(dropped)};
+    bool nulls[10] = {last_key == nullptr, false, false, false, false, false, false,
+                      first_transient_key == nullptr, false, false};
     HeapTuple result = heap_form_tuple(result_type, values, nulls);
     MemoryContextSwitchTo(spi_context);
     SPI_finish();

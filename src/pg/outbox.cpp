@@ -22,6 +22,7 @@
 #include "../core/engine.hpp"
 #include "backend.hpp"
 #include "border.hpp"
+#include "dropped.hpp"
 #include "owner.hpp"
 #include "settings.hpp"
 #include "values.hpp"
@@ -58,6 +59,7 @@ struct JobInput {
     char *phone;
     char *metadata;
     bool merge;
+    bool drop_invalid; // invalid_fields 'drop': register without a bad field
 };
 
 // Unfinished: a commit-time registration ran out of dfend.sync_timeout; the
@@ -70,6 +72,8 @@ struct JobResult {
     char *error;          // message and detail
     int retry_after_ms;   // from Retry-After, or 0
     int sqlstate;         // for a commit that must fail (on_error 'error')
+    int dropped_count;    // fields left out (invalid_fields 'drop')
+    DroppedRow *dropped;  // user_id filled in when stored
 };
 
 struct Mapping {
@@ -86,6 +90,7 @@ struct Mapping {
     bool merge;
     bool fail_commit;   // on_error 'error': a failure at commit fails the COMMIT
     char *notify;       // channel to NOTIFY when ids are stored, or nullptr
+    bool drop_invalid;  // invalid_fields 'drop'
 };
 
 // How one entry ends this round.
@@ -143,12 +148,16 @@ bool read_mapping(const char *schema, Oid table, Mapping *mapping)
     char *query = psprintf(
         "SELECT a.user_id_column, a.id_column, a.email_column, a.phone_column, "
         "a.metadata_column, a.merge, r.relowner, "
-        "a.on_error OPERATOR(pg_catalog.=) 'error', %s "
+        "a.on_error OPERATOR(pg_catalog.=) 'error', %s, %s "
         "FROM %s.dfend_attachment a "
         "JOIN pg_catalog.pg_class r ON r.oid OPERATOR(pg_catalog.=) a.table_name "
         "WHERE a.table_name OPERATOR(pg_catalog.=) $1",
-        // Before ALTER EXTENSION dfend UPDATE to 0.3.0 there is no channel.
+        // Between installing this library and ALTER EXTENSION dfend UPDATE
+        // the table lacks the 0.3.0 columns: no NOTIFY, and 'reject'.
         attachment_has_column("notify_channel") ? "a.notify_channel" : "NULL::pg_catalog.text",
+        attachment_has_column("invalid_fields")
+            ? "a.invalid_fields OPERATOR(pg_catalog.=) 'drop'"
+            : "false",
         schema);
     if (SPI_execute_with_args(query, 1, types, args, nullptr, true, 1) != SPI_OK_SELECT)
         elog(ERROR, "could not read the dfend attachment of table %u", table);
@@ -166,6 +175,8 @@ bool read_mapping(const char *schema, Oid table, Mapping *mapping)
     mapping->owner = DatumGetObjectId(SPI_getbinval(row, desc, 7, &isnull));
     mapping->fail_commit = DatumGetBool(SPI_getbinval(row, desc, 8, &isnull));
     mapping->notify = SPI_getvalue(row, desc, 9);
+    Datum drop_invalid = SPI_getbinval(row, desc, 10, &isnull);
+    mapping->drop_invalid = !isnull && DatumGetBool(drop_invalid);
     mapping->table_sql = quote_qualified_identifier(get_namespace_name(get_rel_namespace(table)),
                                                     get_rel_name(table));
     mapping->user_id_type = nullptr;
@@ -209,6 +220,7 @@ void run_requests(JobInput *inputs, int count, JobResult *results, const OutboxS
             job.request = make_register_request(inputs[i].user_id_utf8, inputs[i].email,
                                                 inputs[i].phone, inputs[i].metadata,
                                                 inputs[i].merge);
+            job.drop_invalid_fields = inputs[i].drop_invalid;
             requests.submit(std::move(job));
         }
         std::optional<Clock::time_point> deadline;
@@ -219,6 +231,14 @@ void run_requests(JobInput *inputs, int count, JobResult *results, const OutboxS
             if (outcome.tag >= static_cast<std::uint64_t>(count))
                 throw Error(ErrorKind::Internal, "request engine returned an unknown job");
             JobResult &result = results[outcome.tag];
+            result.dropped_count = static_cast<int>(outcome.dropped.size());
+            result.dropped = pg_call([&] {
+                return (DroppedRow *) palloc0(sizeof(DroppedRow) * (result.dropped_count + 1));
+            });
+            for (int d = 0; d < result.dropped_count; ++d) {
+                result.dropped[d].field = server_text(outcome.dropped[d].field);
+                result.dropped[d].reason = server_text(outcome.dropped[d].reason);
+            }
             if (outcome.result) {
                 std::string id = outcome.result->id;
                 result.fate = Fate::Stored;
@@ -384,6 +404,11 @@ unsigned int outbox_namespace()
     return outbox_schema() ? cached_namespace : InvalidOid;
 }
 
+unsigned int outbox_owner()
+{
+    return outbox_schema() ? cached_owner : InvalidOid;
+}
+
 const char *outbox_schema()
 {
     if (!cached_schema) {
@@ -457,6 +482,8 @@ char *as_sentence(const char *text)
     return length > 0 && text[length - 1] == '.' ? pstrdup(text) : psprintf("%s.", text);
 }
 
+const char *const kDroppableFields[3] = {"email", "phone", "metadata"};
+
 // What a commit-time registration left undone, for its WARNING.
 struct Leftovers {
     int queued;      // will be retried by the worker
@@ -465,9 +492,53 @@ struct Leftovers {
     char *first_dead_error;
     int first_queued_sqlstate;
     int first_dead_sqlstate;
+    int dropped;     // registered without a field that failed validation
+    bool dropped_fields[3]; // which: email, phone, metadata
+    char *first_dropped;
 };
 
 namespace {
+
+// Records the fields left out of the registrations of one table whose ids
+// are now stored (`holding`, sorted by strcmp), and counts them for a
+// COMMIT's WARNING.
+void record_dropped(Oid table, const Entry *entries, int start, int end, const JobInput *jobs,
+                    const JobResult *results, char **holding, int holding_count,
+                    Leftovers *leftovers)
+{
+    auto before = [](const char *a, const char *b) { return strcmp(a, b) < 0; };
+    int capacity = 0;
+    for (int i = start; i < end; ++i)
+        if (entries[i].job >= 0)
+            capacity += results[entries[i].job].dropped_count;
+    DroppedRow *dropped = (DroppedRow *) palloc(sizeof(DroppedRow) * std::max(capacity, 1));
+    int count = 0;
+    int last_job = -1;
+    for (int i = start; i < end; ++i) {
+        int job = entries[i].job;
+        if (job < 0 || job == last_job)
+            continue;
+        last_job = job;
+        const JobResult &outcome = results[job];
+        if (outcome.fate != Fate::Stored || outcome.dropped_count == 0 ||
+            !std::binary_search(holding, holding + holding_count, jobs[job].user_id, before))
+            continue;
+        for (int d = 0; d < outcome.dropped_count; ++d) {
+            dropped[count] = outcome.dropped[d];
+            dropped[count++].user_id = jobs[job].user_id;
+            if (leftovers)
+                for (int f = 0; f < 3; ++f)
+                    if (strcmp(outcome.dropped[d].field, kDroppableFields[f]) == 0)
+                        leftovers->dropped_fields[f] = true;
+        }
+        if (leftovers && leftovers->dropped++ == 0)
+            leftovers->first_dropped =
+                psprintf("user %s, registered without its %s: %s",
+                         quote_literal_cstr(jobs[job].user_id), outcome.dropped[0].field,
+                         outcome.dropped[0].reason);
+    }
+    record_dropped_fields(table, holding, holding_count, dropped, count);
+}
 
 // The entries a claim query just returned (SPI_tuptable).
 Entry *claimed_entries()
@@ -591,6 +662,7 @@ void drain(const char *schema, const OutboxSettings &settings, Entry *entries, i
                 job.phone = utf8_string(job.phone);
                 job.metadata = utf8_string(job.metadata);
                 job.merge = mapping.merge || any_update;
+                job.drop_invalid = mapping.drop_invalid;
                 jobs[job_count] = job;
                 for (int k = i; k < same_end; ++k)
                     entries[k].job = job_count;
@@ -635,6 +707,8 @@ void drain(const char *schema, const OutboxSettings &settings, Entry *entries, i
             std::sort(holding, holding + holding_count,
                       [](const char *a, const char *b) { return strcmp(a, b) < 0; });
             result.registered += holding_count;
+            record_dropped(entries[start].table, entries, start, end, jobs, results, holding,
+                           holding_count, leftovers);
             if (mapping.notify)
                 for (int k = 0; k < stored; ++k)
                     if (std::binary_search(
@@ -827,6 +901,32 @@ void register_own_entries(const int64_t *entry_ids, int count, long budget_ms)
                  errdetail("The first error was: %s", as_sentence(leftovers.first_dead_error)),
                  errhint("See dfend_dead_letters: correct the data, then call "
                          "dfend_retry_dead().")));
+    if (leftovers.dropped > 0) {
+        // "email", "email and phone", "email, phone and metadata" (one row);
+        // "or" for several, which may each lack another.
+        const char *fields[3];
+        int field_count = 0;
+        for (int f = 0; f < 3; ++f)
+            if (leftovers.dropped_fields[f])
+                fields[field_count++] = kDroppableFields[f];
+        const char *last_join = leftovers.dropped == 1 ? " and " : " or ";
+        StringInfoData list;
+        initStringInfo(&list);
+        for (int f = 0; f < field_count; ++f) {
+            if (f > 0)
+                appendStringInfoString(&list, f == field_count - 1 ? last_join : ", ");
+            appendStringInfoString(&list, fields[f]);
+        }
+        ereport(WARNING,
+                (errmsg_plural("%d new row was registered with DFend without its %s",
+                               "%d new rows were registered with DFend without their %s",
+                               leftovers.dropped, leftovers.dropped, list.data),
+                 errdetail("A value that fails validation is left out (invalid_fields => "
+                           "'drop'), so the user still gets a DFend id. The first was %s",
+                           as_sentence(leftovers.first_dropped)),
+                 errhint("See dfend_dropped_field. An UPDATE that corrects the value registers "
+                         "the user again, with merge.")));
+    }
 }
 
 

@@ -30,5 +30,7 @@ const char *outbox_schema();
 // The extension's schema, or InvalidOid (typed as unsigned int here so this
 // header needs no PostgreSQL include).
 unsigned int outbox_namespace();
+// The extension's owner, or InvalidOid.
+unsigned int outbox_owner();
 
 } // namespace dfend::pg

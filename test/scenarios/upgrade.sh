@@ -37,8 +37,14 @@ pg_virtualenv -t -v "$DFEND_PG_VERSION" -o "dfend.api_url=$DFEND_EMULATOR_URL" \
     expect "$from installs from its own script" "$(sql "SELECT extversion FROM pg_extension WHERE extname = \$\$dfend\$\$")" "$from"
     sql "CREATE TABLE users (id int PRIMARY KEY, email text, dfend_id text)" >/dev/null
     sql "SELECT dfend_attach(\$\$users\$\$, \$\$id\$\$, \$\$dfend_id\$\$, \$\$email\$\$)" >/dev/null
-    sql "INSERT INTO users VALUES (1, \$\$not-an-email\$\$)" >/dev/null
+    sql "INSERT INTO users VALUES (1, \$\$not-an-email\$\$), (4, \$\$four@example.com\$\$)" >/dev/null
     sql "SELECT dfend_process_queue()" >/dev/null
+    # This library with the old objects, before ALTER EXTENSION UPDATE.
+    expect "$from: before: this library stores ids" "$(sql "SELECT dfend_id IS NOT NULL FROM users WHERE id = 4")" t
+    sql "CREATE TABLE others (id int PRIMARY KEY, email text, dfend_id text)" >/dev/null
+    sql "INSERT INTO others VALUES (1, \$\$o1@example.com\$\$)" >/dev/null
+    sql "CALL dfend_backfill(\$\$others\$\$, user_id_column => \$\$id\$\$, id_column => \$\$dfend_id\$\$, email_column => \$\$email\$\$)" >/dev/null 2>&1
+    expect "$from: before: and backfills" "$(sql "SELECT count(dfend_id) FROM others")" 1
     sql "INSERT INTO users VALUES (2, \$\$two@example.com\$\$), (3, \$\$three@example.com\$\$)" >/dev/null
     sql "CREATE TABLE members (id text PRIMARY KEY, email text, dfend_id text)" >/dev/null
     sql "SELECT dfend_attach(\$\$members\$\$, \$\$id\$\$, \$\$dfend_id\$\$, \$\$email\$\$, mode => \$\$sync\$\$)" >/dev/null
@@ -58,9 +64,10 @@ pg_virtualenv -t -v "$DFEND_PG_VERSION" -o "dfend.api_url=$DFEND_EMULATOR_URL" \
         diff <(echo "$fresh") <(echo "$updated") | head -20
     fi
     expect "$from: the attachments survived" "$(sql "SELECT count(*) FROM dfend_attachments")" 2
+    expect "$from: it still rejects invalid fields" "$(sql "SELECT invalid_fields FROM dfend_attachments WHERE table_name = \$\$users\$\$::regclass")" reject
     expect "$from: the dead letter survived" "$(sql "SELECT count(*) FROM dfend_dead_letters")" 1
     expect "$from: the pending entries drain" "$(sql "SELECT dfend_process_queue()")" 2
-    expect "$from: their rows got ids" "$(sql "SELECT count(*) FROM users WHERE dfend_id IS NOT NULL")" 2
+    expect "$from: their rows got ids" "$(sql "SELECT count(*) FROM users WHERE dfend_id IS NOT NULL")" 3
     expect "$from: the triggers of a sync table now fire AFTER the row is written" \
         "$(sql "SELECT string_agg(tgname || \$\$:\$\$ || (tgtype & 2 = 0)::text, \$\$ \$\$ ORDER BY tgname) FROM pg_trigger WHERE tgrelid = \$\$members\$\$::regclass")" \
         "dfend_insert:true dfend_update:true"

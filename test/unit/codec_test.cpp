@@ -161,6 +161,81 @@ TEST(EncodeRegister, InvalidUtf8IsAnInvalidArgument)
                  "truncated UTF-8 id");
 }
 
+// ---------------------------------------------------------------- drop_invalid_fields
+
+TEST(DropInvalidFields, LeavesOutEachBadFieldWithItsReason)
+{
+    RegisterRequest r;
+    r.user_id = "u1";
+    r.email = "jos\xC3\xA9@example.com";
+    r.phone = "+1 415 555 0100";
+    r.metadata_json = "[1, 2]";
+    r.merge = true;
+    std::vector<DroppedField> dropped = drop_invalid_fields(r);
+    ASSERT_EQ(dropped.size(), 3u);
+    EXPECT_EQ(dropped[0].field, "email");
+    EXPECT_EQ(dropped[0].reason.rfind("invalid email address: An email address is", 0), 0u)
+        << dropped[0].reason;
+    EXPECT_EQ(dropped[1].field, "phone");
+    EXPECT_EQ(dropped[1].reason.rfind("invalid phone number: A phone number must be in E.164", 0),
+              0u)
+        << dropped[1].reason;
+    EXPECT_EQ(dropped[2].field, "metadata");
+    EXPECT_EQ(dropped[2].reason, "metadata must be a JSON object: The value is a JSON array.");
+    EXPECT_FALSE(r.email);
+    EXPECT_FALSE(r.phone);
+    EXPECT_FALSE(r.metadata_json);
+    EXPECT_EQ(json::parse(encode_register(r)),
+              json::parse(R"({"userId": "u1", "merge": true})"));
+}
+
+TEST(DropInvalidFields, KeepsValidAndAbsentFields)
+{
+    RegisterRequest r;
+    r.user_id = "u2";
+    r.email = "ok@example.com";
+    r.metadata_json = "{\"plan\": \"pro\"}";
+    RegisterRequest before = r;
+    EXPECT_TRUE(drop_invalid_fields(r).empty());
+    EXPECT_EQ(encode_register(r), encode_register(before));
+    // Only the bad one goes.
+    r.phone = "555-0100";
+    std::vector<DroppedField> dropped = drop_invalid_fields(r);
+    ASSERT_EQ(dropped.size(), 1u);
+    EXPECT_EQ(dropped[0].field, "phone");
+    EXPECT_EQ(r.email, before.email);
+    EXPECT_EQ(r.metadata_json, before.metadata_json);
+    EXPECT_FALSE(r.phone);
+}
+
+TEST(DropInvalidFields, NeverDropsTheUserId)
+{
+    RegisterRequest r;
+    r.user_id = std::string(257, 'u');
+    r.email = "bad";
+    std::vector<DroppedField> dropped = drop_invalid_fields(r);
+    ASSERT_EQ(dropped.size(), 1u);
+    EXPECT_EQ(dropped[0].field, "email");
+    EXPECT_EQ(r.user_id.size(), 257u);
+    expect_error([&] { encode_register(r); }, ErrorKind::InvalidArgument, "long user_id");
+}
+
+TEST(DropInvalidFields, MetadataThatIsNotJsonOrNotUtf8)
+{
+    for (const char *metadata : {"{\"a\": ", "{\"a\": \"caf\xE9\"}"}) {
+        RegisterRequest r;
+        r.user_id = "u3";
+        r.metadata_json = metadata;
+        std::vector<DroppedField> dropped = drop_invalid_fields(r);
+        ASSERT_EQ(dropped.size(), 1u) << metadata;
+        EXPECT_EQ(dropped[0].field, "metadata");
+        EXPECT_EQ(dropped[0].reason.rfind("metadata is not valid JSON: ", 0), 0u)
+            << dropped[0].reason;
+        EXPECT_TRUE(dfend_test::is_valid_utf8(dropped[0].reason)) << dropped[0].reason;
+        EXPECT_NO_THROW(encode_register(r));
+    }
+}
+
 // ---------------------------------------------------------------- encode_lookup
 
 TEST(EncodeLookup, ByUserIdOrId)

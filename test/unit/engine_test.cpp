@@ -450,6 +450,59 @@ TEST_F(EngineTest, ValidationFailureIsPermanentAndSendsNothing)
     EXPECT_EQ(engine.stats().requests, 1u);
 }
 
+TEST_F(EngineTest, DropInvalidFieldsRegistersWithoutThem)
+{
+    start([](const httplib::Request &req, httplib::Response &res) { reply_id(res, user_of(req)); });
+    RequestEngine engine(client_, engine_);
+    Job dropping = job(1, "jose", std::string("jos\xC3\xA9@example.com"));
+    dropping.request.phone = "+1 415 555 0100";
+    dropping.request.metadata_json = "{\"plan\": \"pro\"}";
+    dropping.drop_invalid_fields = true;
+    engine.submit(dropping);
+    Job rejecting = job(2, "strict", std::string("jos\xC3\xA9@example.com"));
+    engine.submit(rejecting);
+    Job bad_user = job(3, "", std::string("bad"));
+    bad_user.drop_invalid_fields = true;
+    engine.submit(bad_user);
+    Job clean = job(4, "clean", std::string("clean@example.com"));
+    clean.drop_invalid_fields = true;
+    engine.submit(clean);
+    auto map = by_tag(engine.run(&never_abort));
+    ASSERT_EQ(map.size(), 4u);
+
+    // Registered, without the email and the phone, and says so.
+    const JobOutcome &dropped = map.at(1);
+    ASSERT_TRUE(dropped.result);
+    EXPECT_EQ(dropped.result->id, "idn_jose");
+    ASSERT_EQ(dropped.dropped.size(), 2u);
+    EXPECT_EQ(dropped.dropped[0].field, "email");
+    EXPECT_EQ(dropped.dropped[0].reason.rfind("invalid email address: ", 0), 0u);
+    EXPECT_EQ(dropped.dropped[1].field, "phone");
+    EXPECT_EQ(dropped.dropped[1].reason.rfind("invalid phone number: ", 0), 0u);
+    // Without the flag: refused as before, nothing sent.
+    ASSERT_TRUE(map.at(2).error);
+    EXPECT_TRUE(map.at(2).permanent);
+    EXPECT_EQ(map.at(2).attempts, 0);
+    EXPECT_TRUE(map.at(2).dropped.empty());
+    // A bad user id is never dropped: still refused.
+    ASSERT_TRUE(map.at(3).error);
+    EXPECT_TRUE(map.at(3).permanent);
+    EXPECT_EQ(map.at(3).error->message(), "user_id must not be empty");
+    EXPECT_EQ(map.at(3).attempts, 0);
+    // Nothing wrong, nothing dropped.
+    ASSERT_TRUE(map.at(4).result);
+    EXPECT_TRUE(map.at(4).dropped.empty());
+
+    std::map<std::string, json> bodies;
+    for (const auto &request : server_.requests())
+        bodies[user_of_body(request.body)] = json::parse(request.body);
+    ASSERT_EQ(bodies.size(), 2u);
+    EXPECT_EQ(bodies.at("jose"),
+              json::parse(R"({"userId": "jose", "merge": false, "metadata": {"plan": "pro"}})"));
+    EXPECT_EQ(bodies.at("clean"),
+              json::parse(R"({"userId": "clean", "email": "clean@example.com", "merge": false})"));
+}
+
 TEST_F(EngineTest, DeadlineCutsOffUnansweredJobs)
 {
     // "slow-*" requests are never answered (until the test ends); the others
