@@ -6,7 +6,7 @@ SET client_min_messages = warning;
 CREATE TABLE app_users (id bigint PRIMARY KEY, email text, dfend_id text);
 -- Never queued: inserted before the table was attached ...
 INSERT INTO app_users (id, email) VALUES (1, 'before@example.com');
-SELECT dfend_attach('app_users', 'id', 'dfend_id', email_column => 'email');
+SELECT dfend_attach('app_users', 'id', 'dfend_id', email_column => 'email', invalid_fields => 'reject');
 -- ... or while its trigger was disabled.
 ALTER TABLE app_users DISABLE TRIGGER dfend_insert;
 INSERT INTO app_users (id, email) VALUES (6, 'bulk@example.com');

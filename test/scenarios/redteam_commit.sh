@@ -79,7 +79,7 @@ pg_virtualenv -t -v "$DFEND_PG_VERSION" -o shared_preload_libraries=dfend \
     # resolve mallory'"'"'s operators first. A second row whose data DFend
     # refuses makes COMMIT run that UPDATE.
     new_table mallory m_guc
-    attach_sync m_guc
+    attach_sync m_guc ", invalid_fields => \$\$reject\$\$"
     as_mallory "CREATE FUNCTION public.m_guc_set() RETURNS trigger LANGUAGE plpgsql AS \$f\$
         BEGIN PERFORM pg_catalog.set_config(\$\$search_path\$\$, \$\$mev, pg_catalog, public\$\$, false); RETURN NULL; END \$f\$" >/dev/null
     as_mallory "CREATE TRIGGER m_guc_set AFTER UPDATE OF id ON public.m_guc FOR EACH ROW EXECUTE FUNCTION public.m_guc_set()" >/dev/null
@@ -231,7 +231,7 @@ SQL
     expect "7. after the cancel the session is eve again" "$(grep -c "^eve|eve|off$" "$OUT/cancel.out")" 1
     emu reset
     new_table mallory m_fail
-    attach_sync m_fail ", on_error => \$\$error\$\$"
+    attach_sync m_fail ", on_error => \$\$error\$\$, invalid_fields => \$\$reject\$\$"
     out=$(eve_script <<SQL
 INSERT INTO public.m_fail (uid, email) VALUES (\$\$f1\$\$, \$\$not-an-email\$\$);
 SELECT current_user, session_user, current_setting(\$\$is_superuser\$\$);
