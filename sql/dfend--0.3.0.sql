@@ -1015,5 +1015,8 @@ REVOKE ALL ON dfend_dropped_field FROM PUBLIC;
 -- END SECTION launcher
 
 -- SECTION operations (caches, DROP EXTENSION, dumps, versions; issue 9)
+-- Backfill history is part of a dump, like the attachments and the outbox.
+SELECT pg_catalog.pg_extension_config_dump('dfend_backfill_run', '');
+SELECT pg_catalog.pg_extension_config_dump('dfend_backfill_run_run_id_seq', '');
 
 -- END SECTION operations

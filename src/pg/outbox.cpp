@@ -409,8 +409,31 @@ unsigned int outbox_owner()
     return outbox_schema() ? cached_owner : InvalidOid;
 }
 
+namespace {
+
+// The cached schema is forgotten when the outbox table's relcache entry is
+// invalidated (DROP EXTENSION drops it), or on a cache reset, so an open
+// session follows DROP EXTENSION and CREATE EXTENSION in another schema.
+Oid cached_outbox = InvalidOid;
+bool schema_callback_registered = false;
+char schema_buffer[2 * NAMEDATALEN + 3]; // a quoted identifier at most
+
+void forget_schema(Datum, Oid relation)
+{
+    if (relation == InvalidOid || relation == cached_outbox) {
+        cached_schema = nullptr;
+        cached_namespace = cached_owner = cached_outbox = InvalidOid;
+    }
+}
+
+} // namespace
+
 const char *outbox_schema()
 {
+    if (!schema_callback_registered) {
+        CacheRegisterRelcacheCallback(forget_schema, (Datum) 0);
+        schema_callback_registered = true;
+    }
     if (!cached_schema) {
         Oid extension = get_extension_oid("dfend", true);
         if (!OidIsValid(extension))
@@ -431,9 +454,14 @@ const char *outbox_schema()
         if (!OidIsValid(schema))
             return nullptr;
         char *name = get_namespace_name(schema);
+        Oid outbox = get_relname_relid("dfend_outbox", schema);
+        if (!name || !OidIsValid(outbox))
+            return nullptr; // mid-way through CREATE or DROP EXTENSION
+        strlcpy(schema_buffer, quote_identifier(name), sizeof schema_buffer);
         cached_namespace = schema;
         cached_owner = owner;
-        cached_schema = MemoryContextStrdup(TopMemoryContext, quote_identifier(name));
+        cached_outbox = outbox;
+        cached_schema = schema_buffer;
     }
     return cached_schema;
 }

@@ -27,6 +27,9 @@ pg_virtualenv -t -v "$DFEND_PG_VERSION" -o "dfend.api_url=$DFEND_EMULATOR_URL" \
     sql "CREATE DATABASE fresh" >/dev/null
     PGDATABASE=fresh sql "CREATE EXTENSION dfend" >/dev/null
     fresh=$(PGDATABASE=fresh sql "$describe")
+    dumped="SELECT string_agg(c::regclass::text, \$\$,\$\$ ORDER BY c::regclass::text) FROM pg_extension e, unnest(e.extconfig) c WHERE e.extname = \$\$dfend\$\$"
+    fresh_dumped=$(PGDATABASE=fresh sql "$dumped")
+    expect_match "a fresh install dumps the backfill history" "$fresh_dumped" "dfend_backfill_run,"
 
     target=$(sed -n "s/^default_version = .\(.*\).$/\1/p" "$DFEND_ROOT/dfend.control")
     for from in 0.1.0 0.2.0; do
@@ -63,6 +66,7 @@ pg_virtualenv -t -v "$DFEND_PG_VERSION" -o "dfend.api_url=$DFEND_EMULATOR_URL" \
         fail "$from: the updated objects differ from a fresh $target install"
         diff <(echo "$fresh") <(echo "$updated") | head -20
     fi
+    expect "$from: the same tables are dumped as by a fresh install" "$(sql "$dumped")" "$fresh_dumped"
     expect "$from: the attachments survived" "$(sql "SELECT count(*) FROM dfend_attachments")" 2
     expect "$from: it still rejects invalid fields" "$(sql "SELECT invalid_fields FROM dfend_attachments WHERE table_name = \$\$users\$\$::regclass")" reject
     expect "$from: the dead letter survived" "$(sql "SELECT count(*) FROM dfend_dead_letters")" 1
