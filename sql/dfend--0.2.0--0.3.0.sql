@@ -672,6 +672,7 @@ REVOKE EXECUTE ON PROCEDURE dfend_backfill(regclass, integer, integer, float8, b
 -- END SECTION launcher
 
 -- SECTION operations (caches, DROP EXTENSION, dumps, versions; issue 9)
+ALTER TABLE dfend_outbox ADD COLUMN missing_since timestamptz;
 -- Backfill history is part of a dump, like the attachments and the outbox.
 SELECT pg_catalog.pg_extension_config_dump('dfend_backfill_run', '');
 SELECT pg_catalog.pg_extension_config_dump('dfend_backfill_run_run_id_seq', '');

@@ -72,7 +72,10 @@ CREATE TABLE dfend_outbox (
     attempts integer NOT NULL DEFAULT 0,
     next_attempt_at timestamptz NOT NULL DEFAULT now(),
     last_error text,
-    enqueued_at timestamptz NOT NULL DEFAULT now()
+    enqueued_at timestamptz NOT NULL DEFAULT now(),
+    -- Since when the worker has not seen the entry's row (see
+    -- dfend.missing_row_timeout), or NULL.
+    missing_since timestamptz
 );
 CREATE INDEX dfend_outbox_due ON dfend_outbox (next_attempt_at) WHERE state = 'pending';
 -- Finds a row's dead letter; partial, so queueing a row maintains no extra index.

@@ -466,6 +466,49 @@ const char *outbox_schema()
     return cached_schema;
 }
 
+// Entries whose row the worker cannot see. A restore commits the outbox
+// before the users table's COPY, and a long transaction may be writing the
+// row: the entry stays pending and is looked at again after 1 s, growing to
+// 30 s, without costing an attempt. Only an entry whose row has stayed
+// invisible for dfend.missing_row_timeout is removed (its row was deleted).
+// Before ALTER EXTENSION dfend UPDATE to 0.3.0 there is no missing_since
+// column, and the entry is removed at once, as 0.2.0 did.
+void settle_missing(const char *schema, int64 *missing, int missing_count)
+{
+    if (missing_count == 0)
+        return;
+    Datum args[2] = {int8_array(missing, missing_count),
+                     Int32GetDatum(missing_row_timeout_s())};
+    Oid types[2] = {INT8ARRAYOID, INT4OID};
+    Oid outbox = get_relname_relid("dfend_outbox", outbox_namespace());
+    if (!OidIsValid(outbox) || get_attnum(outbox, "missing_since") == InvalidAttrNumber) {
+        execute_or_fail(psprintf("DELETE FROM %s.dfend_outbox WHERE entry_id "
+                                 "OPERATOR(pg_catalog.=) ANY($1)",
+                                 schema),
+                        1, types, args, SPI_OK_DELETE);
+        return;
+    }
+    execute_or_fail(
+        psprintf("DELETE FROM %s.dfend_outbox WHERE entry_id OPERATOR(pg_catalog.=) ANY($1) "
+                 "AND missing_since OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp() "
+                 "OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => $2)",
+                 schema),
+        2, types, args, SPI_OK_DELETE);
+    execute_or_fail(
+        psprintf("UPDATE %s.dfend_outbox SET "
+                 "missing_since = COALESCE(missing_since, pg_catalog.clock_timestamp()), "
+                 "last_error = 'the row is not visible: not yet committed (a restore, a long "
+                 "transaction) or deleted', "
+                 "next_attempt_at = pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) "
+                 "pg_catalog.make_interval(secs => pg_catalog.least(30, pg_catalog.greatest(1, "
+                 "pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() "
+                 "OPERATOR(pg_catalog.-) COALESCE(missing_since, pg_catalog.clock_timestamp())) "
+                 "OPERATOR(pg_catalog./) 2))) "
+                 "WHERE entry_id OPERATOR(pg_catalog.=) ANY($1)",
+                 schema),
+        1, types, args, SPI_OK_UPDATE);
+}
+
 // Entries whose table could not be read or written: another attempt after
 // a backoff, never a stall of the other tables.
 void fail_entries(Settlement *failed, int *failed_count, const Entry *entries, int start,
@@ -609,6 +652,8 @@ void drain(const char *schema, const OutboxSettings &settings, Entry *entries, i
     int done_count = 0;
     Settlement *failed = (Settlement *) palloc(sizeof(Settlement) * entry_count);
     int failed_count = 0;
+    int64 *missing = (int64 *) palloc(sizeof(int64) * entry_count); // rows not visible
+    int missing_count = 0;
     Mapping *mappings = (Mapping *) palloc0(sizeof(Mapping) * entry_count);
 
     for (int start = 0; start < entry_count;) {
@@ -675,7 +720,15 @@ void drain(const char *schema, const OutboxSettings &settings, Entry *entries, i
             if (found && !(has_id && all_inserts))
                 too_large = read_contact_fields(found, rows->tupdesc, 2, &job.email, &job.phone,
                                                 &job.metadata);
-            if (!found || (has_id && all_inserts)) {
+            if (!found && !leftovers) {
+                // Not visible to the worker: maybe deleted, maybe not yet
+                // committed (a restore, a long transaction). Kept, not
+                // dropped on sight (settle_missing).
+                for (int k = i; k < same_end; ++k)
+                    missing[missing_count++] = entries[k].entry_id;
+            } else if (!found || (has_id && all_inserts)) {
+                // At COMMIT, the transaction's own row is always visible:
+                // not found means it deleted the row (or changed its key).
                 for (int k = i; k < same_end; ++k)
                     done[done_count++] = entries[k].entry_id;
             } else if (too_large) {
@@ -793,6 +846,7 @@ void drain(const char *schema, const OutboxSettings &settings, Entry *entries, i
             }
         }
     settle(schema, settings.max_attempts, done, done_count, failed, failed_count);
+    settle_missing(schema, missing, missing_count);
     result.failed = failed_count;
 }
 

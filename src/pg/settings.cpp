@@ -32,6 +32,7 @@ double max_rate = 0;
 int worker_poll_interval_ms = 10000;
 int table_timeout = 5000;
 int sync_timeout = 500;
+int missing_row_timeout = 86400;
 
 // The real key travels as the setting's "extra", which PostgreSQL keeps with
 // the displayed value, so the displayed value can be a constant mask. A
@@ -119,6 +120,7 @@ OutboxSettings current_outbox_settings()
 
 int sync_timeout_ms() { return sync_timeout; }
 int table_timeout_ms() { return table_timeout; }
+int missing_row_timeout_s() { return missing_row_timeout; }
 
 const char *worker_databases() { return worker_database_list ? worker_database_list : ""; }
 void note_loaded_at_startup(bool value) { preloaded = value; }
@@ -216,6 +218,13 @@ void define_settings()
                             "worker. 0 leaves every row to the worker.",
                             &sync_timeout, 500, 0, 60000, PGC_USERSET, GUC_UNIT_MS, nullptr,
                             nullptr, nullptr);
+    DefineCustomIntVariable("dfend.missing_row_timeout",
+                            "Sets how long an outbox entry whose row is not visible is kept.",
+                            "A row may be invisible because a restore or a long transaction "
+                            "has not committed it yet; after this long the row counts as "
+                            "deleted and its entry is removed.",
+                            &missing_row_timeout, 86400, 0, INT_MAX, PGC_SIGHUP, GUC_UNIT_S,
+                            nullptr, nullptr, nullptr);
     MarkGUCPrefixReserved("dfend");
 }
 

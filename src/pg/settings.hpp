@@ -32,6 +32,9 @@ int table_timeout_ms();
 // dfend.sync_timeout: how long COMMIT may wait to register a sync table's
 // rows, in milliseconds (0 = leave them all to the worker).
 int sync_timeout_ms();
+// dfend.missing_row_timeout: how long an entry whose row is not visible is
+// kept, in seconds.
+int missing_row_timeout_s();
 // dfend.worker_databases: comma-separated database names.
 const char *worker_databases();
 

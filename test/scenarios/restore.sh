@@ -1,0 +1,48 @@
+#!/bin/bash
+# A dump restored into a database whose worker is running loses no pending
+# entry: pg_restore commits dfend_outbox before the users table's data, and
+# the worker, which sees entries whose rows are not there yet, keeps them
+# instead of dropping them. 200,000 users, 2,000 of them pending.
+source "$(dirname "$0")/../lib.sh"
+start_scenario
+
+pg_virtualenv -t -v "$DFEND_PG_VERSION" -o shared_preload_libraries=dfend -o "dfend.api_url=$DFEND_EMULATOR_URL" \
+    -o "dfend.api_key_file=$DFEND_RUN_DIR/api.key" -o dfend.worker_databases=postgres \
+    -o dfend.worker_poll_interval=1s -o dfend.retry_base_delay=10ms bash -c '
+    source "$DFEND_ROOT/test/lib.sh"
+    # The source: no worker serves it, so its new users stay pending.
+    sql "CREATE DATABASE source" >/dev/null
+    export PGDATABASE=source
+    sql "CREATE EXTENSION dfend" >/dev/null
+    sql "CREATE TABLE users (id bigint PRIMARY KEY, email text, dfend_id text)" >/dev/null
+    sql "INSERT INTO users SELECT i, \$\$u\$\$ || i || \$\$@example.com\$\$, \$\$idn_old_\$\$ || i FROM generate_series(1, 198000) i" >/dev/null
+    sql "SELECT dfend_attach(\$\$users\$\$, \$\$id\$\$, \$\$dfend_id\$\$, email_column => \$\$email\$\$)" >/dev/null
+    sql "INSERT INTO users (id, email) SELECT i, \$\$u\$\$ || i || \$\$@example.com\$\$ FROM generate_series(198001, 200000) i" >/dev/null
+    expect "the source has 2,000 pending entries" "$(sql "SELECT count(*) FROM dfend_outbox WHERE state = \$\$pending\$\$")" 2000
+    pg_dump -Fc -f "$OUT/source.dump" source
+    pass "pg_dump of the source"
+
+    # The target: database postgres, whose worker runs and waits for dfend.
+    export PGDATABASE=postgres
+    worker_up() { [ -n "$(sql "SELECT pid FROM pg_stat_activity WHERE backend_type = \$\$dfend worker\$\$ AND datname = \$\$postgres\$\$")" ]; }
+    if wait_until 30 worker_up; then pass "the target database'"'"'s worker runs"; else fail "the target database'"'"'s worker runs"; fi
+    if pg_restore -d postgres "$OUT/source.dump" 2>"$OUT/restore.err"; then
+        pass "pg_restore into the running database"
+    else
+        fail "pg_restore into the running database: $(head -3 "$OUT/restore.err")"
+    fi
+    expect "every user is restored" "$(sql "SELECT count(*) FROM users")" 200000
+    all_stored() { [ "$(sql "SELECT count(*) FROM users WHERE dfend_id IS NULL")" = 0 ]; }
+    if wait_until 120 all_stored; then
+        pass "every pending user got its id after the restore"
+    else
+        fail "every pending user got its id after the restore ($(sql "SELECT count(*) FROM users WHERE dfend_id IS NULL") without one, $(sql "SELECT count(*) FROM dfend_outbox") entries left)"
+    fi
+    drained() { [ "$(sql "SELECT count(*) FROM dfend_outbox")" = 0 ]; }
+    if wait_until 30 drained; then pass "the outbox is empty"; else fail "the outbox is empty"; fi
+    expect "the attachment came along" \
+        "$(sql "SELECT count(*) FROM dfend_attachments")" 1
+    expect "ids already stored before the dump are kept" \
+        "$(sql "SELECT count(*) FROM users WHERE dfend_id LIKE \$\$idn_old_%\$\$")" 198000
+    exit $SCENARIO_FAILED
+'
