@@ -481,7 +481,8 @@ void settle_missing(const char *schema, int64 *missing, int missing_count)
                      Int32GetDatum(missing_row_timeout_s())};
     Oid types[2] = {INT8ARRAYOID, INT4OID};
     Oid outbox = get_relname_relid("dfend_outbox", outbox_namespace());
-    if (!OidIsValid(outbox) || get_attnum(outbox, "missing_since") == InvalidAttrNumber) {
+    if (!OidIsValid(outbox) || get_attnum(outbox, "missing_since") == InvalidAttrNumber ||
+        missing_row_timeout_s() == 0) {
         execute_or_fail(psprintf("DELETE FROM %s.dfend_outbox WHERE entry_id "
                                  "OPERATOR(pg_catalog.=) ANY($1)",
                                  schema),
@@ -490,8 +491,8 @@ void settle_missing(const char *schema, int64 *missing, int missing_count)
     }
     execute_or_fail(
         psprintf("DELETE FROM %s.dfend_outbox WHERE entry_id OPERATOR(pg_catalog.=) ANY($1) "
-                 "AND missing_since OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp() "
-                 "OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => $2)",
+                 "AND missing_since OPERATOR(pg_catalog.<=) (pg_catalog.clock_timestamp() "
+                 "OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => $2))",
                  schema),
         2, types, args, SPI_OK_DELETE);
     execute_or_fail(
@@ -500,7 +501,7 @@ void settle_missing(const char *schema, int64 *missing, int missing_count)
                  "last_error = 'the row is not visible: not yet committed (a restore, a long "
                  "transaction) or deleted', "
                  "next_attempt_at = pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) "
-                 "pg_catalog.make_interval(secs => pg_catalog.least(30, pg_catalog.greatest(1, "
+                 "pg_catalog.make_interval(secs => LEAST(30, GREATEST(1, "
                  "pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() "
                  "OPERATOR(pg_catalog.-) COALESCE(missing_since, pg_catalog.clock_timestamp())) "
                  "OPERATOR(pg_catalog./) 2))) "

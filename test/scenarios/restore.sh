@@ -8,7 +8,7 @@ start_scenario
 
 pg_virtualenv -t -v "$DFEND_PG_VERSION" -o shared_preload_libraries=dfend -o "dfend.api_url=$DFEND_EMULATOR_URL" \
     -o "dfend.api_key_file=$DFEND_RUN_DIR/api.key" -o dfend.worker_databases=postgres \
-    -o dfend.worker_poll_interval=1s -o dfend.retry_base_delay=10ms bash -c '
+    -o dfend.worker_poll_interval=1s -o dfend.retry_base_delay=10ms ${RESTORE_EXTRA:-} bash -c '
     source "$DFEND_ROOT/test/lib.sh"
     # The source: no worker serves it, so its new users stay pending.
     sql "CREATE DATABASE source" >/dev/null
@@ -26,7 +26,23 @@ pg_virtualenv -t -v "$DFEND_PG_VERSION" -o shared_preload_libraries=dfend -o "df
     export PGDATABASE=postgres
     worker_up() { [ -n "$(sql "SELECT pid FROM pg_stat_activity WHERE backend_type = \$\$dfend worker\$\$ AND datname = \$\$postgres\$\$")" ]; }
     if wait_until 30 worker_up; then pass "the target database'"'"'s worker runs"; else fail "the target database'"'"'s worker runs"; fi
-    if pg_restore -d postgres "$OUT/source.dump" 2>"$OUT/restore.err"; then
+    # The worst order pg_restore can take, made certain: the outbox data is
+    # committed, the worker looks at every entry while the users table is
+    # still empty, and only then is the users data loaded.
+    pg_restore -l "$OUT/source.dump" >"$OUT/all.list"
+    grep -E "TABLE DATA public users " "$OUT/all.list" >"$OUT/users.list"
+    grep -vE "TABLE DATA public users " "$OUT/all.list" >"$OUT/rest.list"
+    restored=true
+    pg_restore --section=pre-data -d postgres "$OUT/source.dump" 2>>"$OUT/restore.err" || restored=false
+    pg_restore --section=data -L "$OUT/rest.list" -d postgres "$OUT/source.dump" 2>>"$OUT/restore.err" || restored=false
+    expect "the outbox is restored before the users" "$(sql "SELECT count(*) FROM dfend_outbox").$(sql "SELECT count(*) FROM users")" "2000.0"
+    sql "SELECT dfend_internal_note_enqueued()" >/dev/null # wake the worker, as a commit would
+    all_seen() { [ "$(sql "SELECT count(*) FROM dfend_outbox WHERE missing_since IS NULL")" = 0 ]; }
+    if wait_until 60 all_seen; then pass "the worker looked at every entry while its row was missing"; else fail "the worker looked at every entry while its row was missing"; fi
+    expect "and kept them all" "$(sql "SELECT count(*) FROM dfend_outbox WHERE state = \$\$pending\$\$")" 2000
+    pg_restore --section=data -L "$OUT/users.list" -d postgres "$OUT/source.dump" 2>>"$OUT/restore.err" || restored=false
+    pg_restore --section=post-data -d postgres "$OUT/source.dump" 2>>"$OUT/restore.err" || restored=false
+    if $restored; then
         pass "pg_restore into the running database"
     else
         fail "pg_restore into the running database: $(head -3 "$OUT/restore.err")"
