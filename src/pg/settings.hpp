@@ -32,7 +32,7 @@ int table_timeout_ms();
 // dfend.sync_timeout: how long COMMIT may wait to register a sync table's
 // rows, in milliseconds (0 = leave them all to the worker).
 int sync_timeout_ms();
-// dfend.worker_databases: comma-separated database names.
+// dfend.worker_databases: "*" (all databases) or comma-separated names.
 const char *worker_databases();
 
 // From _PG_init: whether the library is being loaded through

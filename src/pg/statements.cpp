@@ -21,6 +21,8 @@
 // "Names the key" is textual, and cheap for ordinary statements: "dfend"
 // and "api_key" (not followed by an identifier character, so
 // dfend.api_key_file does not count) both occur, in any case.
+#include "queue.hpp"
+
 #include "postgres.hpp"
 
 extern "C" {
@@ -229,6 +231,7 @@ void process_utility(PlannedStmt *statement, const char *query, bool read_only_t
     Route route = key_route(statement->utilityStmt);
     if (route != Route::None)
         refuse(route);
+    before_utility_statement(statement->utilityStmt); // launcher.cpp
     if (nesting_level == 0)
         redact_activity_if_named();
     nesting_level++;
