@@ -139,13 +139,13 @@ if wait_until 30 both; then pass "with slots again, every database is served"; e
 
 # A standby: no launcher, no worker, and the status says so.
 port=$(sql "SHOW port")
-standby_port=$((port + 1))
+standby_port=$(python3 -c "import socket; s = socket.socket(); s.bind((\"127.0.0.1\", 0)); print(s.getsockname()[1])")
 standby_dir="$run_dir/standby"
-mkdir -p "$standby_dir" "$run_dir/standby-log/server.log" && chown postgres: "$standby_dir" "$run_dir/standby-log/server.log" && chmod 700 "$standby_dir"
+mkdir -p "$standby_dir" "$run_dir/standby-log" && chown postgres: "$standby_dir" "$run_dir/standby-log" && chmod 700 "$standby_dir"
 runuser -u postgres -- pg_basebackup -h "$PGHOST" -p "$port" -U postgres -D "$standby_dir" -R -X stream 2>&1 | grep -v "^$" || true
 runuser -u postgres -- /usr/lib/postgresql/$DFEND_PG_VERSION/bin/pg_ctl -D "$standby_dir" -l "$run_dir/standby-log/server.log" -w \
     -o "-c config_file=$standby_dir/postgresql.auto.conf -c hba_file=$(sql "SHOW hba_file") -c port=$standby_port -c unix_socket_directories=$(sql "SHOW unix_socket_directories") -c shared_preload_libraries=dfend -c hot_standby=on -c logging_collector=off -c max_worker_processes=8" \
-    start >/dev/null
+    start >/dev/null || cat "$run_dir/standby-log/server.log"
 in_standby() { PGPORT=$standby_port psql -XAtq -d "$1" -c "$2" 2>&1; }
 replayed() { [ "$(in_standby app2b "SELECT pg_is_in_recovery()")" = t ]; }
 if wait_until 30 replayed; then pass "the standby accepts read-only connections"; else fail "the standby runs: $(tail -5 "$run_dir/standby-log/server.log")"; fi
