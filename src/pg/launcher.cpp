@@ -103,12 +103,20 @@ List *list_databases()
     return result;
 }
 
-void warn_no_worker_slot(const Database *database)
+// At most once per kWarningIntervalMs: the launcher retries every scan.
+bool warning_due()
 {
     TimestampTz now = GetCurrentTimestamp();
     if (last_warning != 0 && !TimestampDifferenceExceeds(last_warning, now, kWarningIntervalMs))
-        return;
+        return false;
     last_warning = now;
+    return true;
+}
+
+void warn_no_worker_slot(const Database *database)
+{
+    if (!warning_due())
+        return;
     ereport(WARNING,
             (errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
              errmsg("dfend could not start a worker for database \"%s\"",
@@ -124,10 +132,12 @@ void warn_no_worker_slot(const Database *database)
 void start_worker(Database *database)
 {
     if (!prepare_worker_slot(database->oid)) {
-        ereport(WARNING, (errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-                          errmsg("dfend could not start a worker for database \"%s\"",
-                                 NameStr(database->name)),
-                          errdetail("All %d of dfend's worker slots are taken.", kWorkerSlots)));
+        if (warning_due())
+            ereport(WARNING, (errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+                              errmsg("dfend could not start a worker for database \"%s\"",
+                                     NameStr(database->name)),
+                              errdetail("All %d of dfend's worker slots are taken.",
+                                        kWorkerSlots)));
         database->start_after = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), kRescanMs);
         return;
     }
