@@ -351,8 +351,6 @@ Claim claim_worker_slot(unsigned int database)
             slot->leave = false;
             slot->exit = WorkerExit::Unexpected;
             slot->started_at = GetCurrentTimestamp();
-            slot->registered = slot->failed = 0;
-            slot->last_batch_at = 0;
             strlcpy(slot->state, "starting", sizeof slot->state);
             my_slot = (int) (slot - shared->slots);
         }
