@@ -231,12 +231,13 @@ void process_utility(PlannedStmt *statement, const char *query, bool read_only_t
     Route route = key_route(statement->utilityStmt);
     if (route != Route::None)
         refuse(route);
-    before_utility_statement(statement->utilityStmt); // launcher.cpp
     if (nesting_level == 0)
         redact_activity_if_named();
     nesting_level++;
     PG_TRY();
     {
+        // DROP / RENAME / TEMPLATE of a database: its worker steps aside.
+        before_utility_statement(statement->utilityStmt); // launcher.cpp
         if (previous_utility_hook)
             previous_utility_hook(statement, query, read_only_tree, context, params,
                                   environment, destination, completion);
