@@ -88,6 +88,11 @@ List *list_databases()
         Form_pg_database form = (Form_pg_database) GETSTRUCT(tuple);
         if (!form->datallowconn || form->datistemplate)
             continue;
+#ifdef DATCONNLIMIT_INVALID_DB
+        // Half dropped (DROP DATABASE interrupted): no connection possible.
+        if (form->datconnlimit == DATCONNLIMIT_INVALID_DB)
+            continue;
+#endif
         if (!worker_database_allowed(NameStr(form->datname)))
             continue;
         MemoryContext previous = MemoryContextSwitchTo(caller);
@@ -210,6 +215,7 @@ void scan()
         AllocSetContextCreate(CurrentMemoryContext, "dfend launcher scan", ALLOCSET_SMALL_SIZES);
     MemoryContext previous = MemoryContextSwitchTo(scan_context);
     List *listed = list_databases();
+    MemoryContextSwitchTo(scan_context); // the transaction ended in TopMemoryContext
 
     HASH_SEQ_STATUS sequence;
     Database *database;
