@@ -26,7 +26,7 @@ regress)
         -o shared_preload_libraries=dfend \
         -o "dfend.api_url=$DFEND_EMULATOR_URL" \
         -o "dfend.api_key_file=$DFEND_RUN_DIR/api.key" \
-        -o "dfend.retry_base_delay=10ms" \
+        -o "dfend.retry_base_delay=10ms" -o dfend.worker_databases=postgres \
         make -s installcheck REGRESS="setup $*"
     status=$?
     set -e

@@ -144,7 +144,7 @@ pg_virtualenv -t -v "$DFEND_PG_VERSION" \
     -o shared_preload_libraries=dfend \
     -o "dfend.api_url=$DFEND_EMULATOR_URL" \
     -o "dfend.api_key_file=$DFEND_RUN_DIR/api.key" \
-    -o "dfend.retry_base_delay=10ms" \
+    -o "dfend.retry_base_delay=10ms" -o dfend.worker_databases=postgres \
     make -s installcheck >"$DFEND_RUN_DIR/regress.log" 2>&1
 set -e
 count_regress "$DFEND_RUN_DIR/regress.log" "pg_regress"

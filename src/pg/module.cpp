@@ -18,7 +18,7 @@ void _PG_init(void)
     dfend::pg::install_queue_hooks(process_shared_preload_libraries_in_progress);
     dfend::pg::install_statement_hook();
     if (process_shared_preload_libraries_in_progress)
-        dfend::pg::register_workers();
+        dfend::pg::register_launcher();
 }
 
 } // extern "C"

@@ -172,12 +172,11 @@ void define_settings()
                             "A Retry-After longer than this makes the call fail at once.",
                             &retry_max_delay_ms, 5000, 1, 3600000, PGC_USERSET, GUC_UNIT_MS,
                             nullptr, nullptr, nullptr);
-    // A postmaster setting can only be defined while the server starts.
-    if (preloaded)
-        DefineCustomStringVariable(
-            "dfend.worker_databases", "Sets the databases whose outbox a background worker drains.",
-            "Comma-separated names; one worker per database. Needs shared_preload_libraries.",
-            &worker_database_list, "postgres", PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
+    DefineCustomStringVariable(
+        "dfend.worker_databases", "Sets the databases whose outbox a background worker drains.",
+        "* (every database where dfend is installed) or comma-separated names. Needs "
+        "shared_preload_libraries.",
+        &worker_database_list, "*", PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
     DefineCustomIntVariable("dfend.worker_concurrency",
                             "Sets how many requests the outbox worker keeps in flight.", nullptr,
                             &worker_concurrency, 16, 1, 1024, PGC_SIGHUP, 0, nullptr, nullptr,

@@ -35,7 +35,7 @@ int sync_timeout_ms();
 // dfend.missing_row_timeout: how long an entry whose row is not visible is
 // kept, in seconds.
 int missing_row_timeout_s();
-// dfend.worker_databases: comma-separated database names.
+// dfend.worker_databases: "*" (all databases) or comma-separated names.
 const char *worker_databases();
 
 // From _PG_init: whether the library is being loaded through

@@ -21,6 +21,8 @@
 // "Names the key" is textual, and cheap for ordinary statements: "dfend"
 // and "api_key" (not followed by an identifier character, so
 // dfend.api_key_file does not count) both occur, in any case.
+#include "queue.hpp"
+
 #include "postgres.hpp"
 #include "lifecycle.hpp"
 
@@ -236,6 +238,8 @@ void process_utility(PlannedStmt *statement, const char *query, bool read_only_t
     nesting_level++;
     PG_TRY();
     {
+        // DROP / RENAME / TEMPLATE of a database: its worker steps aside.
+        before_utility_statement(statement->utilityStmt); // launcher.cpp
         if (previous_utility_hook)
             previous_utility_hook(statement, query, read_only_tree, context, params,
                                   environment, destination, completion);

@@ -1,15 +1,19 @@
-// The outbox worker: one background worker per database named in
-// dfend.worker_databases. Woken by the latch that committing transactions
-// set (see queue.cpp); drains continuously while entries are due; polls only
-// as a fallback. SIGTERM aborts transfers in flight at once (the engine polls
-// ProcDiePending); SIGHUP reloads settings. An unexpected error ends the
-// worker and the postmaster restarts it after bgw_restart_time.
+// The outbox worker: one dynamic background worker per database where dfend
+// is installed, started by the launcher (launcher.cpp) with the database's
+// OID. Woken by the latch that committing transactions set (see queue.cpp);
+// drains continuously while entries are due; polls only as a fallback.
+// SIGTERM aborts transfers in flight at once (the engine polls
+// ProcDiePending); SIGHUP reloads settings. It ends quietly (exit 0) when
+// dfend is not installed in its database (or is dropped), and between
+// batches when a backend needs the database to itself (DROP / RENAME /
+// TEMPLATE) or dfend.worker_databases no longer names it; the launcher
+// decides whether and when a worker starts again. An unexpected error ends
+// the worker too, and the launcher starts another after a few seconds.
 #include "outbox.hpp"
 #include "queue.hpp"
 #include "settings.hpp"
 
-#include <string>
-#include <vector>
+#include <algorithm>
 
 #include "postgres.hpp"
 
@@ -20,8 +24,6 @@ extern "C" {
 namespace dfend::pg {
 
 namespace {
-
-constexpr int kRestartSeconds = 5;
 
 // Settings as the server configuration gives them, taken before connecting.
 struct ServerSetting {
@@ -82,66 +84,24 @@ void ignore_database_and_role_settings()
                                 "configuration's values instead.")));
 }
 
-std::vector<std::string> split_databases(const char *list)
-{
-    std::vector<std::string> names;
-    std::string current;
-    for (const char *p = list;; ++p) {
-        if (*p == ',' || *p == '\0') {
-            size_t first = current.find_first_not_of(" \t");
-            size_t last = current.find_last_not_of(" \t");
-            if (first != std::string::npos)
-                names.push_back(current.substr(first, last - first + 1));
-            current.clear();
-            if (*p == '\0')
-                break;
-        } else {
-            current += *p;
-        }
-    }
-    return names;
-}
-
 bool extension_installed()
 {
     return OidIsValid(get_extension_oid("dfend", true));
 }
 
-} // namespace
+char database_name[NAMEDATALEN];
 
-void register_workers()
+// Ends the worker: `why` (for the launcher) and what dfend_worker_status
+// shows until another starts. Outside a transaction.
+[[noreturn]] void leave(WorkerExit why, const char *state, int elevel, const char *reason)
 {
-    // Runs in the postmaster at start-up: a bad list is reported, and the
-    // server starts anyway with the workers it can have.
-    std::vector<std::string> names = split_databases(worker_databases());
-    if ((int) names.size() > kMaxWorkerDatabases) {
-        ereport(WARNING, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-                          errmsg("dfend.worker_databases names more than %d databases",
-                                 kMaxWorkerDatabases),
-                          errdetail("Only the first %d get a worker.", kMaxWorkerDatabases)));
-        names.resize(kMaxWorkerDatabases);
-    }
-    for (size_t i = 0; i < names.size(); ++i) {
-        if (names[i].size() >= BGW_EXTRALEN) {
-            ereport(WARNING, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-                              errmsg("database name \"%s\" in dfend.worker_databases is too long",
-                                     names[i].c_str()),
-                              errdetail("No worker is started for it.")));
-            continue;
-        }
-        BackgroundWorker worker = {};
-        worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-        worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-        worker.bgw_restart_time = kRestartSeconds;
-        strlcpy(worker.bgw_library_name, "dfend", BGW_MAXLEN);
-        strlcpy(worker.bgw_function_name, "dfend_worker_main", BGW_MAXLEN);
-        snprintf(worker.bgw_name, BGW_MAXLEN, "dfend worker for database %s", names[i].c_str());
-        strlcpy(worker.bgw_type, "dfend worker", BGW_MAXLEN);
-        strlcpy(worker.bgw_extra, names[i].c_str(), BGW_EXTRALEN);
-        worker.bgw_main_arg = Int32GetDatum((int) i);
-        RegisterBackgroundWorker(&worker);
-    }
+    report_worker_exit(why, state);
+    ereport(elevel,
+            (errmsg("dfend worker for database \"%s\" stops: %s", database_name, reason)));
+    proc_exit(0);
 }
+
+} // namespace
 
 } // namespace dfend::pg
 
@@ -156,24 +116,53 @@ void dfend_worker_main(Datum argument)
     pqsignal(SIGHUP, SignalHandlerForConfigReload);
     pqsignal(SIGTERM, die);
     BackgroundWorkerUnblockSignals();
-    char database[BGW_EXTRALEN];
-    strlcpy(database, MyBgworkerEntry->bgw_extra, sizeof database);
+    Oid database = DatumGetObjectId(argument);
+    // Before connecting: a backend dropping, renaming or copying the
+    // database keeps the worker out; a previous launcher's worker may still
+    // be there. Both end this one without a trace.
+    switch (claim_worker_slot(database)) {
+    case Claim::Claimed:
+        break;
+    case Claim::NoSlot:
+        ereport(WARNING, (errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+                          errmsg("dfend worker found no free slot for database %u", database)));
+        proc_exit(0);
+    case Claim::Paused:
+    case Claim::Taken:
+        proc_exit(0);
+    }
     remember_server_settings();
-    BackgroundWorkerInitializeConnection(database, nullptr, 0);
-    claim_worker_slot(DatumGetInt32(argument));
+    BackgroundWorkerInitializeConnectionByOid(database, InvalidOid, 0);
     StartTransactionCommand(); // for the database name in the LOG line
     ignore_database_and_role_settings();
+    strlcpy(database_name, get_database_name(MyDatabaseId), sizeof database_name);
+    bool installed = extension_installed();
     CommitTransactionCommand();
     pgstat_report_appname("dfend worker");
+    // The launcher starts a worker in every database it has not seen yet:
+    // most have no dfend, and that is no news.
+    if (!installed)
+        leave(WorkerExit::NotInstalled, "stopped: dfend is not installed", DEBUG1,
+              "dfend is not installed");
 
     MemoryContext batch_context = AllocSetContextCreate(TopMemoryContext, "dfend worker batch",
                                                         ALLOCSET_DEFAULT_SIZES);
-    ereport(LOG, (errmsg("dfend worker started for database \"%s\"", database)));
+    ereport(LOG, (errmsg("dfend worker started for database \"%s\"", database_name)));
     for (;;) {
         CHECK_FOR_INTERRUPTS();
         if (ConfigReloadPending) {
             ConfigReloadPending = false;
             ProcessConfigFile(PGC_SIGHUP);
+        }
+        switch (worker_asked_to_leave()) {
+        case WorkerExit::SteppedAside:
+            leave(WorkerExit::SteppedAside, "stopped: stepped aside", LOG,
+                  "another session drops, renames or copies the database");
+        case WorkerExit::Excluded:
+            leave(WorkerExit::Excluded, "not running: database not in dfend.worker_databases",
+                  LOG, "dfend.worker_databases no longer names the database");
+        default:
+            break;
         }
         OutboxSettings settings = current_outbox_settings();
         long sleep_ms = settings.poll_interval_ms;
@@ -183,7 +172,8 @@ void dfend_worker_main(Datum argument)
         SetCurrentStatementStartTimestamp();
         StartTransactionCommand();
         PushActiveSnapshot(GetTransactionSnapshot());
-        if (extension_installed()) {
+        installed = extension_installed();
+        if (installed) {
             report_worker_state("sending");
             pgstat_report_activity(STATE_RUNNING, "dfend: draining the outbox");
             OutboxResult result = process_outbox(settings.batch_size);
@@ -192,8 +182,6 @@ void dfend_worker_main(Datum argument)
                 sleep_ms = std::min<long>(sleep_ms, (long) result.next_due_ms + 1);
             if (more)
                 report_worker_batch(result.registered, result.failed);
-        } else {
-            report_worker_state("waiting for CREATE EXTENSION dfend");
         }
         PopActiveSnapshot();
         CommitTransactionCommand();
@@ -201,6 +189,9 @@ void dfend_worker_main(Datum argument)
         pgstat_report_activity(STATE_IDLE, nullptr);
         MemoryContextSwitchTo(previous);
         MemoryContextReset(batch_context);
+        if (!installed)
+            leave(WorkerExit::NotInstalled, "stopped: dfend is not installed", LOG,
+                  "dfend is no longer installed");
 
         if (more)
             continue; // drain while work remains: no pause between batches

@@ -37,6 +37,18 @@ pg_virtualenv -t -v "$DFEND_PG_VERSION" -o "dfend.api_url=$DFEND_URL" -o "dfend.
     sql "CREATE EXTENSION dfend" >/dev/null
     expect "without preloading the key file route works" \
         "$(sql "SELECT created FROM dfend_register_identity(\$\$p-3\$\$)")" "t"
+    # No launcher, no worker: the status says why, and dfend_process_queue()
+    # drains the outbox instead.
+    expect "without preloading no dfend background worker runs" \
+        "$(sql "SELECT count(*) FROM pg_stat_activity WHERE backend_type LIKE \$\$dfend%\$\$")" 0
+    expect "dfend_queue_status says why" \
+        "$(sql "SELECT worker_state FROM dfend_queue_status")" "not running: dfend is not in shared_preload_libraries"
+    sql "CREATE TABLE users (id int PRIMARY KEY, dfend_id text)" >/dev/null
+    sql "SELECT dfend_attach(\$\$users\$\$, \$\$id\$\$, \$\$dfend_id\$\$)" >/dev/null
+    sql "INSERT INTO users VALUES (1)" >/dev/null
+    expect "the entry waits for dfend_process_queue()" "$(sql "SELECT pending FROM dfend_queue_status")" 1
+    expect "dfend_process_queue() sends it" "$(sql "SELECT dfend_process_queue()")" 1
+    expect "and the row has its id" "$(sql "SELECT count(*) FROM users WHERE dfend_id IS NOT NULL")" 1
     chmod 644 "$KEY_FILE"
     expect_match "a key file other users can read is refused" \
         "$(sql "SELECT dfend_register_identity(\$\$p-4\$\$)")" "can be read or written by other users"

@@ -18,7 +18,7 @@ start_scenario --hang-ms 20000
 
 pg_virtualenv -t -v "$DFEND_PG_VERSION" -o shared_preload_libraries=dfend \
     -o "dfend.api_url=$DFEND_EMULATOR_URL" -o "dfend.api_key_file=$DFEND_RUN_DIR/api.key" \
-    -o dfend.retry_base_delay=10ms -o dfend.table_timeout=1s -o max_prepared_transactions=5 bash -c '
+    -o dfend.retry_base_delay=10ms -o dfend.worker_databases=postgres -o dfend.table_timeout=1s -o max_prepared_transactions=5 bash -c '
     source "$DFEND_ROOT/test/lib.sh"
     emu() { "$DFEND_ROOT/test/emu" "$@"; }
     # Superuser sessions of this script keep their own settings even when
