@@ -14,7 +14,7 @@ OBJS = $(CORE_SRCS:.cpp=.o) $(PG_SRCS:.cpp=.o)
 # `make installcheck` against a running server starts its own emulator
 # (test/installcheck.sh) and skips the files that need the runner's setup:
 #   tls: three more emulators serving certificates from a private CA.
-REGRESS = setup register reads validation errors retries secrecy tls cancel attach sync fields status backfill replies missing attacks lifecycle
+REGRESS = setup register reads validation errors retries secrecy tls cancel attach sync fields status stats backfill replies missing attacks lifecycle
 REGRESS_NEEDS_RUNNER = tls
 REGRESS_OPTS = --load-extension=dfend
 ifndef DFEND_EMULATOR_URL

@@ -1011,6 +1011,65 @@ REVOKE ALL ON dfend_dropped_field FROM PUBLIC;
 
 -- SECTION stats (dfend_stats, failed-request log; issue 9)
 
+-- Request statistics, cluster-wide, from shared memory (src/pg/stats.cpp):
+-- one row per database and source that sent a request since the last
+-- reset. Needs shared_preload_libraries; without it the functions return
+-- no rows, with a NOTICE.
+CREATE FUNCTION dfend_internal_stats(
+    OUT datid oid, OUT source text, OUT requests bigint,
+    OUT status_2xx bigint, OUT status_rejected bigint, OUT status_401_403 bigint,
+    OUT status_404 bigint, OUT status_429 bigint, OUT status_5xx bigint,
+    OUT status_other bigint, OUT transport_errors bigint, OUT timeouts bigint,
+    OUT cancelled bigint, OUT retries bigint,
+    OUT p50_ms double precision, OUT p95_ms double precision, OUT p99_ms double precision,
+    OUT bytes_sent bigint, OUT bytes_received bigint,
+    OUT last_error text, OUT last_error_at timestamptz, OUT stats_reset timestamptz)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'dfend_internal_stats'
+LANGUAGE C VOLATILE STRICT PARALLEL RESTRICTED;
+REVOKE EXECUTE ON FUNCTION dfend_internal_stats() FROM PUBLIC;
+
+CREATE VIEW dfend_stats AS
+SELECT s.datid, d.datname, s.source, s.requests,
+       s.status_2xx, s.status_rejected, s.status_401_403, s.status_404, s.status_429,
+       s.status_5xx, s.status_other, s.transport_errors, s.timeouts, s.cancelled,
+       s.retries, s.p50_ms, s.p95_ms, s.p99_ms, s.bytes_sent, s.bytes_received,
+       s.last_error, s.last_error_at, s.stats_reset
+FROM @extschema@.dfend_internal_stats() AS s
+LEFT JOIN pg_catalog.pg_database AS d ON d.oid OPERATOR(pg_catalog.=) s.datid;
+COMMENT ON VIEW dfend_stats IS
+'Requests to DFend per database and source (sql, trigger, worker, backfill): outcomes, retries, latency, bytes, last error';
+
+CREATE FUNCTION dfend_stats_reset() RETURNS void
+AS 'MODULE_PATHNAME', 'dfend_stats_reset'
+LANGUAGE C VOLATILE PARALLEL RESTRICTED;
+REVOKE EXECUTE ON FUNCTION dfend_stats_reset() FROM PUBLIC;
+COMMENT ON FUNCTION dfend_stats_reset() IS
+'Zeroes dfend_stats and empties dfend_failed_requests, for the whole cluster';
+
+CREATE FUNCTION dfend_internal_failed_requests(
+    OUT failed_at timestamptz, OUT datid oid, OUT source text, OUT status integer,
+    OUT sqlstate text, OUT message text, OUT detail text)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'dfend_internal_failed_requests'
+LANGUAGE C VOLATILE STRICT PARALLEL RESTRICTED;
+REVOKE EXECUTE ON FUNCTION dfend_internal_failed_requests() FROM PUBLIC;
+
+CREATE VIEW dfend_failed_requests AS
+SELECT f.failed_at, f.datid, d.datname, f.source, f.status, f.sqlstate, f.message, f.detail
+FROM @extschema@.dfend_internal_failed_requests() AS f
+LEFT JOIN pg_catalog.pg_database AS d ON d.oid OPERATOR(pg_catalog.=) f.datid
+ORDER BY f.failed_at DESC;
+COMMENT ON VIEW dfend_failed_requests IS
+'The most recent failed calls to DFend (dfend.failed_request_log_size), newest first';
+
+-- Monitoring: pg_monitor reads the counts and the last error of each row
+-- (dfend's and DFend's words about a request, never the key or a body).
+-- dfend_failed_requests is not granted: DFend's words may quote a user's
+-- email or phone; grant it to a role by hand (README, "Monitoring").
+GRANT SELECT ON dfend_stats TO pg_monitor;
+GRANT EXECUTE ON FUNCTION dfend_internal_stats() TO pg_monitor;
+
 -- END SECTION stats
 
 -- SECTION launcher (workers that follow databases; issue 9)

@@ -178,6 +178,8 @@ void RequestEngine::finish(Slot &slot, CURLcode code, Clock::time_point now,
             pending.counted_retries++;
         pending.ready_at = now + delay;
         ++stats_.retries;
+        if (transfer_options_.observer)
+            transfer_options_.observer->on_retry();
         auto position = std::upper_bound(
             queue_.begin(), queue_.end(), pending.ready_at,
             [](Clock::time_point t, const Pending &p) { return t < p.ready_at; });
@@ -196,6 +198,8 @@ void RequestEngine::finish(Slot &slot, CURLcode code, Clock::time_point now,
     // TLS failure or a broken reply are the same for every row and may be
     // fixed later, so they never dead-letter anything.
     outcome.permanent = failure->kind() == ErrorKind::InvalidArgument;
+    if (transfer_options_.observer)
+        transfer_options_.observer->on_failure(*failure);
     outcome.error = std::move(failure);
     outcome.attempts = pending.attempts;
     outcome.dropped = std::move(pending.dropped);
@@ -208,6 +212,7 @@ void RequestEngine::abandon() noexcept
         if (slot->busy) {
             curl_multi_remove_handle(multi_, slot->easy);
             slot->busy = false;
+            slot->transfer->abandoned();
             slot->transfer.reset();
         }
     in_flight_ = 0;
@@ -216,13 +221,19 @@ void RequestEngine::abandon() noexcept
 }
 
 std::vector<JobOutcome> RequestEngine::run(AbortCheck should_abort,
-                                           std::optional<Clock::time_point> deadline)
+                                           std::optional<Clock::time_point> deadline,
+                                           RequestObserver *observer)
 {
+    // Only for this run: the engine outlives its callers' observers.
+    transfer_options_.observer = observer;
     try {
-        return run_all(should_abort, deadline);
+        std::vector<JobOutcome> done = run_all(should_abort, deadline);
+        transfer_options_.observer = nullptr;
+        return done;
     } catch (...) {
         // Whatever went wrong, the next run must not see this run's jobs.
         abandon();
+        transfer_options_.observer = nullptr;
         throw;
     }
 }

@@ -85,8 +85,12 @@ class RequestEngine {
     // after aborting every transfer in flight. At `deadline`, if given, every
     // job without an outcome gets a Timeout error (`unfinished` set) and its
     // transfer is aborted: a time budget, not a failure of the row.
+    // `observer`, if given, hears of every request of this run (cut off or
+    // aborted transfers count as Cancelled), every retry, and every job
+    // that failed for good after a request.
     std::vector<JobOutcome> run(AbortCheck should_abort,
-                                std::optional<Clock::time_point> deadline = std::nullopt);
+                                std::optional<Clock::time_point> deadline = std::nullopt,
+                                RequestObserver *observer = nullptr);
 
     const EngineStats &stats() const noexcept { return stats_; }
 

@@ -95,6 +95,8 @@ void Transfer::attach(CURL *easy)
     curl_easy_reset(easy);
     body_.clear();
     overflow_ = false;
+    observed_ = false;
+    started_ = std::chrono::steady_clock::now();
     error_buffer_[0] = '\0';
     static const std::string agent = user_agent();
 
@@ -133,8 +135,19 @@ void Transfer::attach(CURL *easy)
                     "libcurl refused an option; it may be older than 7.85.");
 }
 
+void Transfer::abandoned() noexcept
+{
+    if (options_.observer && !observed_)
+        options_.observer->on_transport_error(ErrorKind::Cancelled);
+    observed_ = true;
+}
+
 HttpResponse Transfer::finish(CURL *easy, CURLcode code)
 {
+    if (options_.observer && (overflow_ || code != CURLE_OK))
+        options_.observer->on_transport_error(overflow_ ? ErrorKind::BadResponse
+                                                        : classify_curl_code(code));
+    observed_ = true;
     if (overflow_)
         throw Error(ErrorKind::BadResponse, "invalid response from DFend",
                     "The body is larger than " + std::to_string(kMaxResponseBytes) +
@@ -164,6 +177,12 @@ HttpResponse Transfer::finish(CURL *easy, CURLcode code)
     if (curl_easy_getinfo(easy, CURLINFO_RETRY_AFTER, &retry_after) == CURLE_OK &&
         retry_after > 0)
         response.retry_after_seconds = static_cast<long>(retry_after);
+    if (options_.observer)
+        options_.observer->on_response(
+            response.status,
+            std::chrono::duration_cast<std::chrono::microseconds>(
+                std::chrono::steady_clock::now() - started_),
+            request_.body.size(), body_.size());
     response.body = std::move(body_);
     body_.clear();
     // Before any of it is cut into a message: a cut key would escape the

@@ -5,8 +5,11 @@
 #pragma once
 #include "pure.hpp"
 
+#include "observer.hpp"
+
 #include <curl/curl.h>
 
+#include <chrono>
 #include <string>
 
 namespace dfend {
@@ -32,6 +35,7 @@ struct TransferOptions {
     std::string ca_file;          // empty: the system trust store
     long connect_timeout_ms = 5000;
     long timeout_ms = 10000;      // whole transfer
+    RequestObserver *observer = nullptr; // told how each transfer ended
 };
 
 std::string user_agent();
@@ -46,7 +50,10 @@ class Transfer {
     // Resets `easy` (keeping its connection cache) and sets every option.
     void attach(CURL *easy);
     // The response, or Error for transport failures. Call once curl is done.
+    // Tells the observer either way.
     HttpResponse finish(CURL *easy, CURLcode code);
+    // Tells the observer that the transfer was stopped before it finished.
+    void abandoned() noexcept;
 
     const HttpRequest &request() const noexcept { return request_; }
 
@@ -60,6 +67,8 @@ class Transfer {
     curl_slist *headers_ = nullptr;
     std::string body_;
     bool overflow_ = false;
+    bool observed_ = true; // no transfer under way, or the observer heard of its end
+    std::chrono::steady_clock::time_point started_{};
     char error_buffer_[CURL_ERROR_SIZE];
 };
 

@@ -111,6 +111,7 @@ std::optional<HttpResponse> IdentityClient::send(HttpRequest request,
     options.ca_file = settings.ca_file;
     options.connect_timeout_ms = settings.connect_timeout_ms;
     options.timeout_ms = settings.request_timeout_ms;
+    options.observer = control.observer;
 
     for (int attempt = 1;; ++attempt) {
         std::optional<Error> failure;
@@ -152,10 +153,14 @@ std::optional<HttpResponse> IdentityClient::send(HttpRequest request,
                 failure->set_retry_wait_ms(
                     suggested_wait(settings.retry, retries_used, failure->retry_after_seconds())
                         .count());
+            if (control.observer)
+                control.observer->on_failure(*failure);
             throw std::move(*failure);
         }
         if (!sleep_unless_aborted(delay, control.should_abort))
             throw Error(ErrorKind::Cancelled, "request to DFend was cancelled");
+        if (control.observer)
+            control.observer->on_retry();
     }
 }
 

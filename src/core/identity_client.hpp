@@ -30,6 +30,7 @@ struct ClientSettings {
 struct CallControl {
     AbortCheck should_abort = nullptr;
     std::optional<Clock::time_point> deadline; // e.g. from statement_timeout
+    RequestObserver *observer = nullptr;       // told of each request's outcome
 };
 
 // Turns a reply into nothing (2xx, or 404 when `not_found_ok`) or the Error

@@ -68,10 +68,11 @@ long statement_deadline_ms()
     return remaining > 0 ? remaining : 0;
 }
 
-CallControl call_control(long deadline_ms)
+CallControl call_control(long deadline_ms, RequestObserver *observer)
 {
     CallControl control;
     control.should_abort = &interrupt_pending;
+    control.observer = observer;
     if (deadline_ms >= 0)
         control.deadline = Clock::now() + Millis(deadline_ms);
     return control;

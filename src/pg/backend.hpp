@@ -34,6 +34,6 @@ bool interrupt_pending() noexcept;
 long statement_deadline_ms();
 
 // C++-style: the call control for a blocking call in this backend.
-CallControl call_control(long deadline_ms);
+CallControl call_control(long deadline_ms, RequestObserver *observer = nullptr);
 
 } // namespace dfend::pg

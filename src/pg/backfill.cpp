@@ -25,6 +25,7 @@
 #include "owner.hpp"
 #include "queue.hpp"
 #include "settings.hpp"
+#include "stats.hpp"
 #include "values.hpp"
 
 #include <algorithm>
@@ -296,7 +297,8 @@ void handle_rows(const BatchRow *rows, int count, RowResult *results,
     }
     if (submitted == 0)
         return;
-    std::vector<JobOutcome> outcomes = engine.run(&interrupt_pending);
+    std::vector<JobOutcome> outcomes =
+        engine.run(&interrupt_pending, std::nullopt, request_observer(StatsSource::Backfill));
 
     int stored = 0;
     int failed = 0;

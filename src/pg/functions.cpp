@@ -4,6 +4,7 @@
 #include "backend.hpp"
 #include "border.hpp"
 #include "settings.hpp"
+#include "stats.hpp"
 #include "values.hpp"
 
 #include "postgres.hpp"
@@ -58,7 +59,7 @@ Datum dfend_register_identity(PG_FUNCTION_ARGS)
         BackendContext &state = backend_context();
         ClientSettings settings = current_client_settings(state.key_files);
         RegisterResult result =
-            state.client.register_identity(request, settings, call_control(deadline_ms));
+            state.client.register_identity(request, settings, call_control(deadline_ms, request_observer(StatsSource::Sql)));
         char *id = server_string(result.id); // printable ASCII: exact in any encoding
         auto *out = pg_call([] { return (RegisterOutcome *) palloc(sizeof(RegisterOutcome)); });
         *out = RegisterOutcome{id, result.created, result.merged};
@@ -89,7 +90,7 @@ Datum dfend_get_identity(PG_FUNCTION_ARGS)
         BackendContext &state = backend_context();
         ClientSettings settings = current_client_settings(state.key_files);
         std::optional<std::string> body =
-            state.client.get_identity(key, value, settings, call_control(deadline_ms));
+            state.client.get_identity(key, value, settings, call_control(deadline_ms, request_observer(StatsSource::Sql)));
         if (!body)
             return nullptr;
         // Re-serialized by the core with the key redacted in decoded form;

@@ -2,6 +2,7 @@
 #include "core/version.hpp"
 #include "queue.hpp"
 #include "settings.hpp"
+#include "stats.hpp"
 
 #include "postgres.hpp"
 
@@ -14,6 +15,7 @@ void _PG_init(void);
 void _PG_init(void)
 {
     dfend::pg::note_loaded_at_startup(process_shared_preload_libraries_in_progress);
+    dfend::pg::install_stats(process_shared_preload_libraries_in_progress);
     dfend::pg::define_settings();
     dfend::pg::install_queue_hooks(process_shared_preload_libraries_in_progress);
     dfend::pg::install_statement_hook();

@@ -25,6 +25,7 @@
 #include "dropped.hpp"
 #include "owner.hpp"
 #include "settings.hpp"
+#include "stats.hpp"
 #include "values.hpp"
 
 #include <algorithm>
@@ -226,7 +227,10 @@ void run_requests(JobInput *inputs, int count, JobResult *results, const OutboxS
         std::optional<Clock::time_point> deadline;
         if (budget_ms >= 0)
             deadline = Clock::now() + Millis(budget_ms);
-        std::vector<JobOutcome> outcomes = requests.run(&interrupt_pending, deadline);
+        // A budget means a COMMIT registering its own rows (register_own_entries).
+        std::vector<JobOutcome> outcomes = requests.run(
+            &interrupt_pending, deadline,
+            request_observer(budget_ms >= 0 ? StatsSource::Trigger : StatsSource::Worker));
         for (JobOutcome &outcome : outcomes) {
             if (outcome.tag >= static_cast<std::uint64_t>(count))
                 throw Error(ErrorKind::Internal, "request engine returned an unknown job");
@@ -862,6 +866,7 @@ OutboxResult process_outbox(int max_rows)
     if (!schema)
         return result;
     OutboxSettings settings = current_outbox_settings();
+    log_systemic_failures(); // what the last rounds' requests showed
 
     SPI_connect();
     int nest_level = internal_sql_begin();

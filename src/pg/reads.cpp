@@ -19,6 +19,7 @@
 #include "backend.hpp"
 #include "border.hpp"
 #include "settings.hpp"
+#include "stats.hpp"
 #include "values.hpp"
 
 #include <string>
@@ -107,7 +108,8 @@ void look_up(LookupKey key, char **values, int count, int *distinct_of, Answer *
     }
     if (distinct == 0)
         return;
-    std::vector<JobOutcome> outcomes = engine.run(&interrupt_pending);
+    std::vector<JobOutcome> outcomes =
+        engine.run(&interrupt_pending, std::nullopt, request_observer(StatsSource::Sql));
     for (const JobOutcome &outcome : outcomes)
         if (outcome.error && stops_the_call(outcome.error->kind()))
             throw *outcome.error;
