@@ -65,6 +65,15 @@ for extension, entry in provides.items():
 
 control = open(os.path.join(ROOT, "dfend.control"), encoding="utf-8").read()
 default = re.search(r"default_version\s*=\s*'([^']*)'", control).group(1)
+version_hpp = open(os.path.join(ROOT, "src", "core", "version.hpp"), encoding="utf-8").read()
+library = re.search(r'kVersion = "([^"]*)"', version_hpp).group(1)
+check("the library's version (src/core/version.hpp) %s is dfend.control's %s" % (library, default),
+      library == default)
+served = re.findall(r'"([0-9]+\.[0-9]+\.[0-9]+)"', version_hpp.split("kServedSqlVersions", 1)[1])
+scripts = sorted(re.sub(r"^dfend--|\.sql$", "", f) for f in os.listdir(os.path.join(ROOT, "sql"))
+                 if re.fullmatch(r"dfend--[0-9.]+\.sql", f))
+check("the library serves the SQL version of every install script (%s)" % ", ".join(scripts),
+      sorted(served) == scripts)
 # The distribution may run ahead of dfend.control while a release is prepared.
 check("version %s is not behind dfend.control's %s" % (meta.get("version"), default),
       version_tuple(meta.get("version", "0")) >= version_tuple(default))

@@ -20,6 +20,7 @@
 #include "outbox.hpp"
 
 #include "../core/engine.hpp"
+#include "../core/version.hpp"
 #include "backend.hpp"
 #include "border.hpp"
 #include "dropped.hpp"
@@ -430,6 +431,28 @@ void forget_schema(Datum, Oid relation)
     }
 }
 
+// Refuses SQL objects of a version this library was not built to serve
+// (an older library left in place after ALTER EXTENSION dfend UPDATE, say),
+// rather than running statements against tables it does not know. Not
+// while CREATE or ALTER EXTENSION runs its scripts.
+void check_sql_version(const char *version)
+{
+    if (creating_extension || !version)
+        return;
+    for (const char *served : kServedSqlVersions)
+        if (strcmp(version, served) == 0)
+            return;
+    ereport(ERROR,
+            (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+             errmsg("the dfend library %s does not serve version %s of the extension", kVersion,
+                    version),
+             errdetail("It serves versions %s to %s.", kServedSqlVersions[0],
+                       kServedSqlVersions[std::size(kServedSqlVersions) - 1]),
+             errhint("Run ALTER EXTENSION dfend UPDATE, or install the dfend build of version "
+                     "%s and restart the server.",
+                     version)));
+}
+
 } // namespace
 
 const char *outbox_schema()
@@ -453,10 +476,19 @@ const char *outbox_schema()
                                              : InvalidOid;
         Oid owner = HeapTupleIsValid(tuple) ? ((Form_pg_extension) GETSTRUCT(tuple))->extowner
                                             : InvalidOid;
+        char *version = nullptr;
+        if (HeapTupleIsValid(tuple)) {
+            bool isnull = true;
+            Datum value = heap_getattr(tuple, Anum_pg_extension_extversion,
+                                       RelationGetDescr(catalog), &isnull);
+            if (!isnull)
+                version = TextDatumGetCString(value);
+        }
         systable_endscan(scan);
         table_close(catalog, AccessShareLock);
         if (!OidIsValid(schema))
             return nullptr;
+        check_sql_version(version);
         char *name = get_namespace_name(schema);
         Oid outbox = get_relname_relid("dfend_outbox", schema);
         if (!name || !OidIsValid(outbox))
