@@ -280,7 +280,7 @@ ids = ["q\"uote", "back\\\\slash", "ctl\x01\x1f", "new\nline\ttab", "\u00e9\u202
 app = psycopg2.connect("dbname=appdb")
 cur = app.cursor()
 cur.execute("SET SESSION AUTHORIZATION eve")
-cur.execute("SET dfend.sync_timeout = '20s'")  # about payloads, not time: no cut on a busy machine
+cur.execute("SET dfend.sync_timeout TO 20000")  # about payloads, not time: no cut on a busy machine
 for i, uid in enumerate(ids):
     cur.execute("INSERT INTO public.m_notify (uid, email) VALUES (%s, %s)", (uid, "n%d@example.com" % i))
 app.commit()

@@ -22,10 +22,10 @@ pg_virtualenv -t -v "$DFEND_PG_VERSION" -o shared_preload_libraries=dfend -o "df
     pg_dump -Fc -f "$OUT/source.dump" source
     pass "pg_dump of the source"
 
-    # The target: database postgres, whose worker runs and waits for dfend.
+    # The target: database postgres, whose worker starts with CREATE
+    # EXTENSION (the restore'"'"'s pre-data section).
     export PGDATABASE=postgres
     worker_up() { [ -n "$(sql "SELECT pid FROM pg_stat_activity WHERE backend_type = \$\$dfend worker\$\$ AND datname = \$\$postgres\$\$")" ]; }
-    if wait_until 30 worker_up; then pass "the target database'"'"'s worker runs"; else fail "the target database'"'"'s worker runs"; fi
     # The worst order pg_restore can take, made certain: the outbox data is
     # committed, the worker looks at every entry while the users table is
     # still empty, and only then is the users data loaded.
@@ -34,6 +34,7 @@ pg_virtualenv -t -v "$DFEND_PG_VERSION" -o shared_preload_libraries=dfend -o "df
     grep -vE "TABLE DATA public users " "$OUT/all.list" >"$OUT/rest.list"
     restored=true
     pg_restore --section=pre-data -d postgres "$OUT/source.dump" 2>>"$OUT/restore.err" || restored=false
+    if wait_until 30 worker_up; then pass "the target database'"'"'s worker runs"; else fail "the target database'"'"'s worker runs"; fi
     pg_restore --section=data -L "$OUT/rest.list" -d postgres "$OUT/source.dump" 2>>"$OUT/restore.err" || restored=false
     expect "the outbox is restored before the users" "$(sql "SELECT count(*) FROM dfend_outbox").$(sql "SELECT count(*) FROM users")" "2000.0"
     sql "SELECT dfend_internal_note_enqueued()" >/dev/null # wake the worker, as a commit would
