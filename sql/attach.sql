@@ -47,12 +47,16 @@ SELECT user_id, reason FROM dfend_outbox ORDER BY entry_id;
 SELECT dfend_process_queue();
 SELECT dfend_get_identity('1')->'identifiers'->'emails' AS emails;
 
--- A row deleted before the queue is drained is simply dropped.
+-- A row deleted before the queue is drained sends nothing. Its entry waits
+-- (a restore may not have committed the row yet) until
+-- dfend.missing_row_timeout, then goes (sql/missing.sql).
 INSERT INTO users (id, email) VALUES (4, 'gone@example.com');
 DELETE FROM users WHERE id = 4;
 \! test/emu reset
 SELECT dfend_process_queue();
 \! test/emu stat posts
+SELECT user_id, state, missing_since IS NOT NULL AS missing FROM dfend_outbox;
+DELETE FROM dfend_outbox WHERE user_id = '4'; -- what the timeout does, a day later
 
 -- An inserted row that already has its id needs no call.
 INSERT INTO users (id, email, dfend_id) VALUES (5, 'restored@example.com', 'idn_restored');
