@@ -22,11 +22,4 @@ bool held_by_breaker(BreakerMode mode_after_round, BreakerEvent event) noexcept
            (event == BreakerEvent::Failure || event == BreakerEvent::HardFailure);
 }
 
-bool transient_is_dead(const DeadLetterPolicy &policy, int attempts_after_failure,
-                       std::int64_t waited_s) noexcept
-{
-    return attempts_after_failure >= policy.max_attempts &&
-           waited_s >= policy.dead_letter_after_s;
-}
-
 } // namespace dfend

@@ -33,7 +33,12 @@ BreakerEvent breaker_event_for_outcome(bool succeeded, ErrorKind kind,
 // HardFailure) was DFend's, not the entry's, and costs no attempt.
 bool held_by_breaker(BreakerMode mode_after_round, BreakerEvent event) noexcept;
 
-// The numbers the settling statement uses; the literals live here.
+// The numbers the settling statement (settle in src/pg/outbox.cpp) is
+// given; the literals live here. A transient failure dead-letters its entry
+// only when both hold: it has failed max_attempts times, and it was enqueued
+// longer than dead_letter_after ago. The horizon keeps an outage from burning
+// every entry's attempts; the count keeps an entry that waited long (a
+// stopped worker) from dying at its first failure.
 struct DeadLetterPolicy {
     int max_attempts = 10;                 // dfend.max_attempts
     std::int64_t dead_letter_after_s = 86400; // dfend.dead_letter_after
@@ -41,13 +46,5 @@ struct DeadLetterPolicy {
     double backoff_cap_s = 300;            // the wait doubles up to this
     double systemic_retry_s = 30;          // a systemic failure the breaker did not hold
 };
-
-// A transient failure dead-letters its entry only when both hold: it has
-// failed max_attempts times, and it has been waiting since it was enqueued
-// longer than dead_letter_after. The horizon keeps an outage from burning
-// every entry's attempts; the count keeps an entry that waited long (a
-// paused worker) from dying at its first failure.
-bool transient_is_dead(const DeadLetterPolicy &policy, int attempts_after_failure,
-                       std::int64_t waited_s) noexcept;
 
 } // namespace dfend

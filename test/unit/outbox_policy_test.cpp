@@ -38,14 +38,3 @@ TEST(OutboxPolicy, OnlyAnOpenBreakerHoldsFailures)
     EXPECT_FALSE(held_by_breaker(BreakerMode::Open, BreakerEvent::Neutral));
     EXPECT_FALSE(held_by_breaker(BreakerMode::Open, BreakerEvent::Success));
 }
-
-TEST(OutboxPolicy, TransientDeadNeedsBothAttemptsAndHorizon)
-{
-    DeadLetterPolicy p; // 10 attempts, 24 h
-    EXPECT_FALSE(transient_is_dead(p, 10, 3600));     // an hour of failures: keep trying
-    EXPECT_FALSE(transient_is_dead(p, 1, 2 * 86400)); // waited long, failed once
-    EXPECT_TRUE(transient_is_dead(p, 10, 86400));
-    p.dead_letter_after_s = 0;
-    EXPECT_TRUE(transient_is_dead(p, 10, 0)); // the 0.2.0 behaviour
-    EXPECT_FALSE(transient_is_dead(p, 9, 0));
-}
