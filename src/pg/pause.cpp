@@ -67,13 +67,16 @@ std::uint64_t pause_opened() noexcept { return state.opened; }
 
 void log_pause_changes()
 {
+    // At most one "pauses" line a minute; the "resumes" line that ends it
+    // comes at once, so the log says when sending went on.
     bool open = state.mode != BreakerMode::Closed;
     TimestampTz now = GetCurrentTimestamp();
     if (open == logged_open ||
-        (logged_at != 0 && !TimestampDifferenceExceeds(logged_at, now, kLogIntervalMs)))
+        (open && logged_at != 0 && !TimestampDifferenceExceeds(logged_at, now, kLogIntervalMs)))
         return;
     logged_open = open;
-    logged_at = now;
+    if (open)
+        logged_at = now;
     const char *name = IsTransactionState() ? get_database_name(MyDatabaseId) : nullptr;
     char *database = name ? pstrdup(name) : psprintf("%u", MyDatabaseId);
     size_t length = strlen(last_error);
