@@ -170,15 +170,16 @@ REVOKE ALL ON users FROM dfend_outsider;
 DROP ROLE dfend_outsider;
 
 -- A rejected key is the same for every row: entries stay pending, cost no
--- attempt, and nothing is dead-lettered.
+-- attempt, and nothing is dead-lettered. It opens the session's circuit
+-- breaker, which paces the entry from now on: it is due again at once, and
+-- the next call probes with it.
 \getenv wrong_key_file DFEND_WRONG_KEY_FILE
 SET dfend.api_key_file = :'wrong_key_file';
 INSERT INTO users (id, email) VALUES (9, 'nine@example.com');
 SELECT dfend_process_queue();
-SELECT state, attempts, next_attempt_at > now() + interval '20 seconds' AS later, last_error
+SELECT state, attempts, next_attempt_at <= clock_timestamp() AS due, last_error
 FROM dfend_outbox;
 RESET dfend.api_key_file;
-UPDATE dfend_outbox SET next_attempt_at = now();
 SELECT dfend_process_queue();
 
 -- Dropping a column keeps the attachment; changing the user id re-registers.
