@@ -47,10 +47,14 @@ SELECT user_id, reason FROM dfend_outbox ORDER BY entry_id;
 SELECT dfend_process_queue();
 SELECT dfend_get_identity('1')->'identifiers'->'emails' AS emails;
 
--- A row deleted before the queue is drained is simply dropped.
+-- A row deleted before the queue is drained sends nothing; its entry is
+-- removed once the row has been invisible for dfend.missing_row_timeout
+-- (sql/missing.sql), here made to have passed.
 INSERT INTO users (id, email) VALUES (4, 'gone@example.com');
 DELETE FROM users WHERE id = 4;
 \! test/emu reset
+SELECT dfend_process_queue();
+UPDATE dfend_outbox SET next_attempt_at = now(), missing_since = now() - interval '2 days';
 SELECT dfend_process_queue();
 \! test/emu stat posts
 
