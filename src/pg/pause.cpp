@@ -69,6 +69,11 @@ void log_pause_changes()
 {
     // At most one "pauses" line a minute; the "resumes" line that ends it
     // comes at once, so the log says when sending went on.
+    // Only the worker: it is the one backend per database whose breaker
+    // lives across batches. Sessions calling dfend_process_queue each have
+    // their own, and would each log; log_systemic_failures covers them.
+    if (MyBackendType != B_BG_WORKER)
+        return;
     bool open = state.mode != BreakerMode::Closed;
     TimestampTz now = GetCurrentTimestamp();
     if (open == logged_open ||
@@ -86,7 +91,7 @@ void log_pause_changes()
                       errmsg("dfend pauses sending the outbox of database \"%s\": DFend is "
                              "unreachable",
                              database),
-                      errdetail("The error was: %s%s Entries spend no attempt meanwhile; one "
+                      errdetail("The last error was: %s%s Entries spend no attempt meanwhile; one "
                                 "at a time probes whether DFend is back.",
                                 length > 0 ? last_error : "unknown", stop)));
     else

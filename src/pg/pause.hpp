@@ -37,9 +37,9 @@ void pause_round_done() noexcept;
 BreakerMode pause_mode() noexcept;
 std::uint64_t pause_opened() noexcept;
 
-// PostgreSQL-style: a LOG line when the breaker opened since the last line
-// (at most one a minute per backend, so per database for the worker), and
-// one when it closed after a logged opening.
+// PostgreSQL-style, in the worker only (elsewhere nothing): a LOG line when
+// the breaker opened since the last line (at most one a minute, and there is
+// one worker per database), and one when it closed after a logged opening.
 void log_pause_changes();
 
 } // namespace dfend::pg

@@ -41,7 +41,7 @@ if wait_until 20 open_shown; then pass "the breaker opens, shown in worker_state
 expect_match "worker_state says when the next probe goes" "$(state)" '^waiting: DFend unreachable, breaker open \([0-9]+x\), probe in [0-9]+ s$'
 logged_pause() { [ "$(in_log "$paused")" = 1 ]; }
 if wait_until 10 logged_pause; then pass "the pause is logged"; else fail "the pause is logged"; fi
-expect "with what failed" "$(in_log 'DETAIL:  The error was: DFend is unavailable')" 1
+expect "with what failed" "$(in_log 'DETAIL:  The last error was: DFend is unavailable')" 1
 
 # A row with an invalid email, queued during the outage: it waits its turn
 # (the queue is paused), and is dead once claimed, however DFend fares.
