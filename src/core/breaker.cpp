@@ -81,6 +81,10 @@ BreakerChange breaker_on_event(BreakerState &state, const BreakerSettings &setti
     const std::int64_t now_ns = to_ns(now);
     switch (event) {
     case BreakerEvent::Neutral:
+        // A probe that said nothing (a 429, a cancel, a job refused before
+        // sending) frees the way for the next probe.
+        if (state.mode == BreakerMode::HalfOpen)
+            state.probe_in_flight = false;
         return BreakerChange::None;
     case BreakerEvent::Success: {
         // Any success, the probe's or a late answer's, shows DFend works.

@@ -2,8 +2,9 @@
 // all (connection refused, DNS, TLS), rejects the key, or answers a storm of
 // 5xx, sending every queued request only spends their attempts. The breaker
 // opens; while open, one probe request at a time finds out whether DFend is
-// back (half-open); a success closes it. Not yet used by the engine (issue 8
-// in progress).
+// back (half-open); a success closes it. The outbox worker and
+// dfend_process_queue consult it between batches (src/pg/outbox.cpp); what
+// an outcome tells it is decided in outbox_policy.hpp.
 //
 // Same rules as RateState: BreakerState is a plain, trivially copyable
 // struct for shared memory, updated under a lock the caller holds, and time

@@ -20,11 +20,14 @@
 #include "outbox.hpp"
 
 #include "../core/engine.hpp"
+#include "../core/outbox_policy.hpp"
 #include "../core/version.hpp"
 #include "backend.hpp"
 #include "border.hpp"
 #include "dropped.hpp"
 #include "owner.hpp"
+#include "pause.hpp"
+#include "queue.hpp"
 #include "settings.hpp"
 #include "stats.hpp"
 #include "values.hpp"
@@ -65,8 +68,10 @@ struct JobInput {
 };
 
 // Unfinished: a commit-time registration ran out of dfend.sync_timeout; the
-// worker takes the entry over at once, and no attempt is counted.
-enum class Fate { Stored, RowFault, Transient, Systemic, Unfinished };
+// worker takes the entry over at once, and no attempt is counted. Held: the
+// request failed while the breaker found DFend unreachable as a whole; no
+// attempt either, and due again at once (the breaker paces the queue).
+enum class Fate { Stored, RowFault, Transient, Systemic, Unfinished, Held };
 
 struct JobResult {
     Fate fate;
@@ -76,6 +81,7 @@ struct JobResult {
     int sqlstate;         // for a commit that must fail (on_error 'error')
     int dropped_count;    // fields left out (invalid_fields 'drop')
     DroppedRow *dropped;  // user_id filled in when stored
+    BreakerEvent event;   // what it tells the breaker
 };
 
 struct Mapping {
@@ -244,7 +250,10 @@ void run_requests(JobInput *inputs, int count, JobResult *results, const OutboxS
                 result.dropped[d].field = server_text(outcome.dropped[d].field);
                 result.dropped[d].reason = server_text(outcome.dropped[d].reason);
             }
-            if (outcome.result) {
+            const bool stored = outcome.result.has_value();
+            result.event = breaker_event_for_outcome(
+                stored, stored ? ErrorKind::Internal : outcome.error->kind(), outcome.attempts);
+            if (stored) {
                 std::string id = outcome.result->id;
                 result.fate = Fate::Stored;
                 result.id = server_string(id); // printable ASCII, checked by the core
@@ -255,10 +264,18 @@ void run_requests(JobInput *inputs, int count, JobResult *results, const OutboxS
             if (!error.detail().empty())
                 text += ": " + error.detail();
             result.error = server_text(text); // valid in the server encoding: last_error
-            result.fate = outcome.unfinished         ? Fate::Unfinished
-                          : outcome.permanent          ? Fate::RowFault
-                          : is_transient(error.kind()) ? Fate::Transient
-                                                       : Fate::Systemic;
+            switch (outcome.unfinished ? Fault::Transient
+                                       : classify_failure(error.kind(), outcome.permanent)) {
+            case Fault::Row:
+                result.fate = Fate::RowFault;
+                break;
+            case Fault::Transient:
+                result.fate = outcome.unfinished ? Fate::Unfinished : Fate::Transient;
+                break;
+            case Fault::Systemic:
+                result.fate = Fate::Systemic;
+                break;
+            }
             result.sqlstate = sqlstate_for(error.kind(), error.http_status());
             long retry_after = error.retry_after_seconds();
             result.retry_after_ms =
@@ -346,7 +363,7 @@ Datum int8_array(int64 *values, int count)
 }
 
 // Deletes finished entries and records failed ones, all in two statements.
-void settle(const char *schema, int max_attempts, int64 *done, int done_count,
+void settle(const char *schema, const DeadLetterPolicy &policy, int64 *done, int done_count,
             Settlement *failed, int failed_count)
 {
     if (done_count > 0) {
@@ -367,39 +384,49 @@ void settle(const char *schema, int max_attempts, int64 *done, int done_count,
         fates[i] = CStringGetTextDatum(failed[i].fate == Fate::RowFault     ? "row"
                                        : failed[i].fate == Fate::Transient  ? "transient"
                                        : failed[i].fate == Fate::Unfinished ? "unfinished"
+                                       : failed[i].fate == Fate::Held       ? "held"
                                                                             : "systemic");
         retry_after[i] = Int32GetDatum(failed[i].retry_after_ms);
     }
-    Datum args[4] = {
+    Datum args[9] = {
         int8_array(ids, failed_count),
         PointerGetDatum(construct_array(errors, failed_count, TEXTOID, -1, false, TYPALIGN_INT)),
         PointerGetDatum(construct_array(fates, failed_count, TEXTOID, -1, false, TYPALIGN_INT)),
         PointerGetDatum(construct_array(retry_after, failed_count, INT4OID, 4, true,
-                                        TYPALIGN_INT))};
-    Oid types[4] = {INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID};
-    // The row's fault: dead at once. Transient: another attempt after a
-    // backoff that doubles from 1 s to 5 min (jittered, never sooner than
-    // Retry-After), dead after max_attempts. Systemic (a rejected key, a TLS
-    // or configuration problem, a broken reply): the same for every row, so
-    // it costs no attempt; try again in 30 s. Unfinished (COMMIT's time
-    // budget ran out): no attempt either, and the worker takes it at once.
+                                        TYPALIGN_INT)),
+        Int32GetDatum(policy.max_attempts),
+        Int64GetDatum(policy.dead_letter_after_s),
+        Float8GetDatum(policy.systemic_retry_s),
+        Float8GetDatum(policy.backoff_base_s),
+        Float8GetDatum(policy.backoff_cap_s)};
+    Oid types[9] = {INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID, INT4OID,
+                    INT8OID,      FLOAT8OID,    FLOAT8OID,    FLOAT8OID};
+    // The policy is DeadLetterPolicy's (src/core/outbox_policy.hpp), passed
+    // in as $5..$9. The row's fault: dead at once. Transient: another
+    // attempt after a backoff that doubles from $8 to $9 seconds (equal
+    // jitter, never sooner than Retry-After), dead once it has failed $5
+    // times AND was enqueued more than $6 seconds ago. Systemic (a rejected
+    // key, TLS, a broken reply) while the breaker stayed closed: the same for
+    // every row, so no attempt; again in $7 seconds. Held (the breaker found
+    // DFend unreachable) and unfinished (COMMIT's time budget ran out): no
+    // attempt, due at once; the breaker or the worker paces them.
     char *update = psprintf(
         "UPDATE %s.dfend_outbox o SET last_error = v.error, "
-        "attempts = o.attempts + "
-        "CASE WHEN v.fate IN ('systemic', 'unfinished') THEN 0 ELSE 1 END, "
-        "state = CASE WHEN v.fate = 'row' OR (v.fate = 'transient' AND o.attempts + 1 >= %d) "
-        "THEN 'dead' ELSE 'pending' END, "
+        "attempts = o.attempts + CASE WHEN v.fate IN ('row', 'transient') THEN 1 ELSE 0 END, "
+        "state = CASE WHEN v.fate = 'row' OR (v.fate = 'transient' AND o.attempts + 1 >= $5 "
+        "AND o.enqueued_at <= pg_catalog.clock_timestamp() - "
+        "pg_catalog.make_interval(secs => $6)) THEN 'dead' ELSE 'pending' END, "
         "next_attempt_at = pg_catalog.clock_timestamp() + pg_catalog.make_interval(secs => "
-        "CASE WHEN v.fate = 'systemic' THEN 30 WHEN v.fate = 'unfinished' THEN 0 ELSE "
-        "greatest(v.retry_after_ms / 1000.0, least(300, 2 ^ o.attempts) * "
+        "CASE WHEN v.fate = 'systemic' THEN $7 WHEN v.fate IN ('unfinished', 'held') THEN 0 "
+        "ELSE greatest(v.retry_after_ms / 1000.0, least($9, $8 * 2 ^ o.attempts) * "
         "(0.5 + pg_catalog.random() / 2)) END) "
         "FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]), "
         "pg_catalog.unnest($2::pg_catalog.text[]), pg_catalog.unnest($3::pg_catalog.text[]), "
         "pg_catalog.unnest($4::pg_catalog.int4[])) "
         "AS v(entry_id, error, fate, retry_after_ms) "
         "WHERE o.entry_id OPERATOR(pg_catalog.=) v.entry_id",
-        schema, max_attempts);
-    execute_or_fail(update, 4, types, args, SPI_OK_UPDATE);
+        schema);
+    execute_or_fail(update, 9, types, args, SPI_OK_UPDATE);
 }
 
 } // namespace
@@ -795,6 +822,17 @@ void drain(const char *schema, const OutboxSettings &settings, Entry *entries, i
     JobResult *results = (JobResult *) palloc0(sizeof(JobResult) * std::max(job_count, 1));
     if (job_count > 0)
         run_requests(jobs, job_count, results, settings, budget_ms);
+    // The worker and dfend_process_queue feed the breaker; while it finds
+    // DFend unreachable, the failures it counted were not the entries'.
+    // A COMMIT (leftovers) neither feeds nor consults it.
+    if (!leftovers && job_count > 0) {
+        for (int j = 0; j < job_count; ++j)
+            pause_hear(results[j].event, results[j].error);
+        for (int j = 0; j < job_count; ++j)
+            if ((results[j].fate == Fate::Transient || results[j].fate == Fate::Systemic) &&
+                held_by_breaker(pause_mode(), results[j].event))
+                results[j].fate = Fate::Held;
+    }
 
     // Store the ids, one statement per table, as the table's owner.
     for (int start = 0; start < entry_count;) {
@@ -882,23 +920,39 @@ void drain(const char *schema, const OutboxSettings &settings, Entry *entries, i
                 first_sqlstate = failure.sqlstate;
             }
         }
-    settle(schema, settings.max_attempts, done, done_count, failed, failed_count);
+    DeadLetterPolicy policy;
+    policy.max_attempts = settings.max_attempts;
+    policy.dead_letter_after_s = dead_letter_after_s();
+    settle(schema, policy, done, done_count, failed, failed_count);
     settle_missing(schema, missing, missing_count);
     result.failed = failed_count;
 }
 
 } // namespace
 
-OutboxResult process_outbox(int max_rows)
+OutboxResult process_outbox(int max_rows, bool probe_now)
 {
     commit_deadline = 0; // a COMMIT that failed mid-way may have left it set
     OutboxResult result = {};
     result.next_due_ms = -1;
+    result.paused_ms = -1;
     const char *schema = outbox_schema();
     if (!schema)
         return result;
     OutboxSettings settings = current_outbox_settings();
     log_systemic_failures(); // what the last rounds' requests showed
+    log_pause_changes();
+    PauseGate gate = pause_gate(probe_now);
+    if (!gate.allowed) {
+        result.paused_ms = gate.wait_ms;
+        return result;
+    }
+    if (gate.probe) {
+        max_rows = 1;
+        report_worker_state(
+            psprintf("probing: DFend unreachable, breaker half-open (%llux)",
+                     (unsigned long long) pause_opened()));
+    }
 
     SPI_connect();
     int nest_level = internal_sql_begin();
@@ -925,12 +979,15 @@ OutboxResult process_outbox(int max_rows)
         }
         internal_sql_end(nest_level);
         SPI_finish();
+        pause_round_done();
         return result;
     }
     result.claimed = entry_count;
     drain(schema, settings, claimed_entries(), entry_count, -1, nullptr, &result);
     internal_sql_end(nest_level);
     SPI_finish();
+    pause_round_done();
+    log_pause_changes();
     return result;
 }
 
@@ -1066,9 +1123,12 @@ Datum dfend_process_queue(PG_FUNCTION_ARGS)
     int64 processed = 0;
     // Batches of the worker's size, so memory stays bounded.
     int batch = std::max(1, current_outbox_settings().batch_size);
+    bool first = true;
     while (processed < max_rows) {
         pgstat_report_wait_start(PG_WAIT_EXTENSION);
-        OutboxResult round = process_outbox(std::min<int64>(batch, max_rows - processed));
+        // An explicit call may probe at once; the breaker paces the rest.
+        OutboxResult round = process_outbox(std::min<int64>(batch, max_rows - processed), first);
+        first = false;
         pgstat_report_wait_end();
         if (round.claimed == 0)
             break;

@@ -11,11 +11,15 @@ struct OutboxResult {
     std::int64_t failed;     // entries that failed (retry later, or dead)
     std::int64_t settled;    // entries with nothing to send (row gone, id set, detached)
     double next_due_ms;      // when nothing was due: until the next entry is, or -1
+    long paused_ms;          // the breaker held the batch back: until its next probe, or -1
 };
 
 // PostgreSQL-style; call inside a transaction. Processes at most max_rows due
 // entries and returns what happened. Raises on interrupts and SPI errors.
-OutboxResult process_outbox(int max_rows);
+// While the breaker (pause.hpp) finds DFend unreachable, claims nothing
+// (paused_ms says until when), or one entry as its probe; `probe_now`
+// probes at once instead of waiting for the breaker's timer.
+OutboxResult process_outbox(int max_rows, bool probe_now = false);
 
 // PostgreSQL-style; from COMMIT (see commit.cpp). Registers the committing
 // transaction's own pending entries of sync tables, spending at most

@@ -33,6 +33,7 @@ int worker_poll_interval_ms = 10000;
 int table_timeout = 5000;
 int sync_timeout = 500;
 int missing_row_timeout = 86400;
+int dead_letter_after = 86400;
 
 // The real key travels as the setting's "extra", which PostgreSQL keeps with
 // the displayed value, so the displayed value can be a constant mask. A
@@ -121,6 +122,7 @@ OutboxSettings current_outbox_settings()
 int sync_timeout_ms() { return sync_timeout; }
 int table_timeout_ms() { return table_timeout; }
 int missing_row_timeout_s() { return missing_row_timeout; }
+int dead_letter_after_s() { return dead_letter_after; }
 
 const char *worker_databases() { return worker_database_list ? worker_database_list : ""; }
 void note_loaded_at_startup(bool value) { preloaded = value; }
@@ -186,8 +188,11 @@ void define_settings()
                             nullptr, &worker_batch_size, 256, 1, 100000, PGC_SIGHUP, 0, nullptr,
                             nullptr, nullptr);
     DefineCustomIntVariable("dfend.max_attempts",
-                            "Sets after how many failed attempts an outbox entry becomes dead.",
-                            "Permanent failures (4xx other than 429) are dead at once.",
+                            "Sets how many failed attempts an outbox entry needs before it can "
+                            "become dead.",
+                            "A transient failure dead-letters the entry only once it has failed "
+                            "this many times and is older than dfend.dead_letter_after. "
+                            "Failures of the row's own data are dead at once.",
                             &max_attempts, 10, 1, 1000, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
     DefineCustomRealVariable("dfend.max_rate",
                              "Sets the most requests per second the outbox worker sends.",
@@ -223,6 +228,14 @@ void define_settings()
                             "has not committed it yet; after this long the row counts as "
                             "deleted and its entry is removed.",
                             &missing_row_timeout, 86400, 0, INT_MAX, PGC_SIGHUP, GUC_UNIT_S,
+                            nullptr, nullptr, nullptr);
+    DefineCustomIntVariable("dfend.dead_letter_after",
+                            "Sets how long after it was queued an outbox entry whose requests "
+                            "keep failing becomes dead.",
+                            "Measured from the entry's enqueued_at; the entry must also have "
+                            "failed dfend.max_attempts times. Failures while DFend is "
+                            "unreachable as a whole cost no attempt.",
+                            &dead_letter_after, 86400, 0, INT_MAX, PGC_SIGHUP, GUC_UNIT_S,
                             nullptr, nullptr, nullptr);
     MarkGUCPrefixReserved("dfend");
 }

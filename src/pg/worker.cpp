@@ -10,6 +10,7 @@
 // decides whether and when a worker starts again. An unexpected error ends
 // the worker too, and the launcher starts another after a few seconds.
 #include "outbox.hpp"
+#include "pause.hpp"
 #include "queue.hpp"
 #include "settings.hpp"
 
@@ -167,6 +168,7 @@ void dfend_worker_main(Datum argument)
         OutboxSettings settings = current_outbox_settings();
         long sleep_ms = settings.poll_interval_ms;
         bool more = false;
+        char waiting[64] = "";
 
         MemoryContext previous = MemoryContextSwitchTo(batch_context);
         SetCurrentStatementStartTimestamp();
@@ -180,6 +182,13 @@ void dfend_worker_main(Datum argument)
             more = result.claimed > 0;
             if (!more && result.next_due_ms >= 0)
                 sleep_ms = std::min<long>(sleep_ms, (long) result.next_due_ms + 1);
+            if (result.paused_ms >= 0) {
+                // The breaker is open: nothing goes until its next probe.
+                sleep_ms = std::min(sleep_ms, result.paused_ms);
+                snprintf(waiting, sizeof waiting,
+                         "waiting: DFend unreachable, breaker open (%llux), probe in %ld s",
+                         (unsigned long long) pause_opened(), (result.paused_ms + 999) / 1000);
+            }
             if (more)
                 report_worker_batch(result.registered, result.failed);
         }
@@ -195,7 +204,7 @@ void dfend_worker_main(Datum argument)
 
         if (more)
             continue; // drain while work remains: no pause between batches
-        report_worker_state("idle");
+        report_worker_state(waiting[0] ? waiting : "idle");
         int events = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
                                std::max<long>(sleep_ms, 1), PG_WAIT_EXTENSION);
         if (events & WL_LATCH_SET)

@@ -89,3 +89,16 @@ TEST(Breaker, WhatCountsAsSystemic)
     EXPECT_EQ(breaker_event_for(ErrorKind::InvalidArgument), BreakerEvent::Success);
     EXPECT_STREQ(breaker_mode_name(BreakerMode::HalfOpen), "half-open");
 }
+
+TEST(Breaker, NeutralProbeFreesTheWayForTheNext)
+{
+    BreakerSettings s;
+    BreakerState st;
+    breaker_on_event(st, s, ms(0), BreakerEvent::HardFailure);
+    ASSERT_TRUE(breaker_allow(st, s, ms(600))); // the probe
+    EXPECT_FALSE(breaker_allow(st, s, ms(601)));
+    EXPECT_EQ(breaker_on_event(st, s, ms(602), BreakerEvent::Neutral), BreakerChange::None);
+    EXPECT_EQ(st.mode, BreakerMode::HalfOpen);
+    EXPECT_TRUE(breaker_allow(st, s, ms(603))); // another probe, without probe_timeout
+    EXPECT_EQ(breaker_on_event(st, s, ms(604), BreakerEvent::Success), BreakerChange::Closed);
+}
