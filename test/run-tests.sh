@@ -23,10 +23,14 @@ esac
 PASSED=0
 FAILED=0
 FAILURES=()
+# Each part's result and how long it took since the previous one (so slow
+# parts show in the log: the host suite should stay well under 15 minutes).
+PART_STARTED=$SECONDS
 count() { # count PASSED FAILED LABEL
     PASSED=$((PASSED + $1)); FAILED=$((FAILED + $2))
     [ "$2" -eq 0 ] || FAILURES+=("$3")
-    log "$3: $1 passed, $2 failed"
+    log "$3: $1 passed, $2 failed ($((SECONDS - PART_STARTED)) s)"
+    PART_STARTED=$SECONDS
 }
 
 if $PG_ONLY; then
