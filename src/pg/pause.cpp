@@ -1,5 +1,6 @@
 // The outbox's circuit breaker, per backend (see pause.hpp).
 #include "pause.hpp"
+#include "settings.hpp"
 
 #include <algorithm>
 #include <cstring>
@@ -15,7 +16,6 @@ namespace dfend::pg {
 
 namespace {
 
-constexpr long kLogIntervalMs = 60 * 1000; // as log_systemic_failures
 
 BreakerState state;
 const BreakerSettings settings; // 5 failures in a row; waits of 0.5 s doubling to 4 s
@@ -77,7 +77,7 @@ void log_pause_changes()
     bool open = state.mode != BreakerMode::Closed;
     TimestampTz now = GetCurrentTimestamp();
     if (open == logged_open ||
-        (open && logged_at != 0 && !TimestampDifferenceExceeds(logged_at, now, kLogIntervalMs)))
+        (open && logged_at != 0 && !TimestampDifferenceExceeds(logged_at, now, log_interval_ms())))
         return;
     logged_open = open;
     if (open)

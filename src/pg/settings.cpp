@@ -33,6 +33,7 @@ int worker_poll_interval_ms = 10000;
 int table_timeout = 5000;
 int sync_timeout = 500;
 int missing_row_timeout = 86400;
+int log_interval = 60000;
 int dead_letter_after = 86400;
 
 // The real key travels as the setting's "extra", which PostgreSQL keeps with
@@ -122,6 +123,7 @@ OutboxSettings current_outbox_settings()
 int sync_timeout_ms() { return sync_timeout; }
 int table_timeout_ms() { return table_timeout; }
 int missing_row_timeout_s() { return missing_row_timeout; }
+int log_interval_ms() { return log_interval; }
 int dead_letter_after_s() { return dead_letter_after; }
 
 const char *worker_databases() { return worker_database_list ? worker_database_list : ""; }
@@ -222,6 +224,12 @@ void define_settings()
                             "worker. 0 leaves every row to the worker.",
                             &sync_timeout, 500, 0, 60000, PGC_USERSET, GUC_UNIT_MS, nullptr,
                             nullptr, nullptr);
+    DefineCustomIntVariable("dfend.log_interval",
+                            "Sets how often dfend may repeat a LOG line about DFend failing.",
+                            "The lines when a systemic failure starts or ends, and when the "
+                            "worker pauses or resumes sending, per database.",
+                            &log_interval, 60000, 1000, 86400000, PGC_SIGHUP, GUC_UNIT_MS,
+                            nullptr, nullptr, nullptr);
     DefineCustomIntVariable("dfend.missing_row_timeout",
                             "Sets how long an outbox entry whose row is not visible is kept.",
                             "A row may be invisible because a restore or a long transaction "

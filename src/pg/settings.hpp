@@ -35,6 +35,9 @@ int sync_timeout_ms();
 // dfend.missing_row_timeout: how long an entry whose row is not visible is
 // kept, in seconds.
 int missing_row_timeout_s();
+// dfend.log_interval: how often a LOG line about DFend failing may repeat,
+// in milliseconds.
+int log_interval_ms();
 // dfend.dead_letter_after: how long an entry's transient failures may go on
 // before it is dead (with dfend.max_attempts), in seconds.
 int dead_letter_after_s();

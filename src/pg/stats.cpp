@@ -1,4 +1,5 @@
 #include "stats.hpp"
+#include "settings.hpp"
 
 #include "border.hpp"
 #include "sqlstates.hpp"
@@ -101,7 +102,6 @@ struct StatsShared {
     std::uint64_t log_written;
 };
 
-constexpr long kLogIntervalMs = 60 * 1000;
 
 StatsShared *shared = nullptr;
 FailedRequest *failed_log = nullptr; // failed_request_log_size entries
@@ -448,7 +448,7 @@ void log_systemic_failures()
         bool failing = pg_atomic_read_u32(&health.failing) != 0;
         if (failing != health.logged_failing &&
             (health.logged_at == 0 ||
-             TimestampDifferenceExceeds(health.logged_at, now, kLogIntervalMs))) {
+             TimestampDifferenceExceeds(health.logged_at, now, log_interval_ms()))) {
             emit = true;
             started = failing;
             health.logged_failing = failing;
