@@ -1001,63 +1001,60 @@ void register_own_entries(const int64_t *entry_ids, int count, long budget_ms)
     commit_deadline = deadline;
     // As the extension's owner, as the worker would: the committing role
     // may not read the outbox. Users' tables are still read and written as
-    // their owners (run_as_owner). An error restores the user at abort.
-    Oid saved_user;
-    int saved_context;
-    GetUserIdAndSecContext(&saved_user, &saved_context);
-    SetUserIdAndSecContext(cached_owner, saved_context | SECURITY_LOCAL_USERID_CHANGE);
-    SPI_connect();
-    int nest_level = internal_sql_begin();
-    // The transaction's own entries, still pending (a rolled-back savepoint
-    // took its entries with it; dfend_process_queue may have done some).
-    char *claim = psprintf(
-        "SELECT entry_id, table_name::pg_catalog.oid, user_id, reason FROM %s.dfend_outbox "
-        "WHERE entry_id OPERATOR(pg_catalog.=) ANY($1) "
-        "AND state OPERATOR(pg_catalog.=) 'pending' ORDER BY entry_id FOR UPDATE",
-        schema);
+    // their owners (run_as_owner).
     Leftovers leftovers = {};
-    int batch = std::max(1, settings.batch_size);
-    for (int start = 0; start < count; start += batch) {
-        long remaining_ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
-        if (remaining_ms <= 0) {
-            // The rest stay pending, due now: the worker's.
-            Datum args[1] = {int8_array(const_cast<int64 *>(entry_ids + start), count - start)};
-            Oid types[1] = {INT8ARRAYOID};
-            char *left = psprintf("SELECT pg_catalog.count(*)::pg_catalog.int4 FROM "
-                                  "%s.dfend_outbox WHERE entry_id OPERATOR(pg_catalog.=) "
-                                  "ANY($1) AND state OPERATOR(pg_catalog.=) 'pending'",
-                                  schema);
-            if (SPI_execute_with_args(left, 1, types, args, nullptr, false, 1) !=
-                    SPI_OK_SELECT ||
-                SPI_processed != 1)
-                elog(ERROR, "could not count dfend outbox entries");
-            bool isnull = true;
-            int unsent = DatumGetInt32(
-                SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-            if (unsent > 0 && leftovers.queued == 0) {
-                leftovers.first_queued_error = psprintf(
-                    "dfend.sync_timeout (%ld ms) ran out before the request was sent",
-                    budget_ms);
-                leftovers.first_queued_sqlstate = sqlstate_for(ErrorKind::Timeout, 0);
+    as_extension_owner(cached_owner, [&] {
+        SPI_connect();
+        int nest_level = internal_sql_begin();
+        // The transaction's own entries, still pending (a rolled-back savepoint
+        // took its entries with it; dfend_process_queue may have done some).
+        char *claim = psprintf(
+            "SELECT entry_id, table_name::pg_catalog.oid, user_id, reason FROM %s.dfend_outbox "
+            "WHERE entry_id OPERATOR(pg_catalog.=) ANY($1) "
+            "AND state OPERATOR(pg_catalog.=) 'pending' ORDER BY entry_id FOR UPDATE",
+            schema);
+        int batch = std::max(1, settings.batch_size);
+        for (int start = 0; start < count; start += batch) {
+            long remaining_ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+            if (remaining_ms <= 0) {
+                // The rest stay pending, due now: the worker's.
+                Datum args[1] = {int8_array(const_cast<int64 *>(entry_ids + start), count - start)};
+                Oid types[1] = {INT8ARRAYOID};
+                char *left = psprintf("SELECT pg_catalog.count(*)::pg_catalog.int4 FROM "
+                                      "%s.dfend_outbox WHERE entry_id OPERATOR(pg_catalog.=) "
+                                      "ANY($1) AND state OPERATOR(pg_catalog.=) 'pending'",
+                                      schema);
+                if (SPI_execute_with_args(left, 1, types, args, nullptr, false, 1) !=
+                        SPI_OK_SELECT ||
+                    SPI_processed != 1)
+                    elog(ERROR, "could not count dfend outbox entries");
+                bool isnull = true;
+                int unsent = DatumGetInt32(
+                    SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+                if (unsent > 0 && leftovers.queued == 0) {
+                    leftovers.first_queued_error = psprintf(
+                        "dfend.sync_timeout (%ld ms) ran out before the request was sent",
+                        budget_ms);
+                    leftovers.first_queued_sqlstate = sqlstate_for(ErrorKind::Timeout, 0);
+                }
+                leftovers.queued += unsent;
+                break;
             }
-            leftovers.queued += unsent;
-            break;
+            int size = std::min(batch, count - start);
+            Datum args[1] = {int8_array(const_cast<int64 *>(entry_ids + start), size)};
+            Oid types[1] = {INT8ARRAYOID};
+            if (SPI_execute_with_args(claim, 1, types, args, nullptr, false, 0) != SPI_OK_SELECT)
+                elog(ERROR, "could not claim dfend outbox entries");
+            int entry_count = (int) SPI_processed;
+            if (entry_count == 0)
+                continue;
+            OutboxResult result = {};
+            drain(schema, settings, claimed_entries(), entry_count, remaining_ms, &leftovers,
+                  &result);
         }
-        int size = std::min(batch, count - start);
-        Datum args[1] = {int8_array(const_cast<int64 *>(entry_ids + start), size)};
-        Oid types[1] = {INT8ARRAYOID};
-        if (SPI_execute_with_args(claim, 1, types, args, nullptr, false, 0) != SPI_OK_SELECT)
-            elog(ERROR, "could not claim dfend outbox entries");
-        int entry_count = (int) SPI_processed;
-        if (entry_count == 0)
-            continue;
-        OutboxResult result = {};
-        drain(schema, settings, claimed_entries(), entry_count, remaining_ms, &leftovers,
-              &result);
-    }
-    internal_sql_end(nest_level);
-    SPI_finish();
-    SetUserIdAndSecContext(saved_user, saved_context);
+        internal_sql_end(nest_level);
+        SPI_finish();
+    });
     commit_deadline = 0;
     if (leftovers.queued > 0)
         ereport(WARNING,

@@ -33,6 +33,21 @@ struct OwnerLimits {
 int internal_sql_begin();
 void internal_sql_end(int nest_level);
 
+// Runs `step` (dfend's own SQL on its own tables) with the rights of
+// `owner` (the extension's), as a SECURITY DEFINER function would. Not for
+// users' tables: those go through run_as_owner. PostgreSQL-style: an error
+// in `step` propagates, and the transaction's abort restores the user.
+template <typename Step>
+void as_extension_owner(Oid owner, Step &&step)
+{
+    Oid saved_user;
+    int saved_context;
+    GetUserIdAndSecContext(&saved_user, &saved_context);
+    SetUserIdAndSecContext(owner, saved_context | SECURITY_LOCAL_USERID_CHANGE);
+    step();
+    SetUserIdAndSecContext(saved_user, saved_context);
+}
+
 // Internal: the two halves of run_as_owner.
 struct OwnerScope {
     MemoryContext context;

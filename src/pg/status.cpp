@@ -61,20 +61,6 @@ void select_or_fail(const char *query, int nargs, Oid *types, Datum *values)
         elog(ERROR, "dfend status statement failed: %s", SPI_result_code_string(result));
 }
 
-// Runs `step` (dfend's own SQL) with the rights of the extension's owner, as
-// a SECURITY DEFINER function would; an error's abort restores the user.
-template <typename Step>
-void as_extension_owner(const StatusTarget &target, Step &&step)
-{
-    Oid saved_user;
-    int saved_security;
-    GetUserIdAndSecContext(&saved_user, &saved_security);
-    SetUserIdAndSecContext(target.extension_owner,
-                           saved_security | SECURITY_LOCAL_USERID_CHANGE);
-    step();
-    SetUserIdAndSecContext(saved_user, saved_security);
-}
-
 Oid function_owner(Oid function)
 {
     HeapTuple tuple = SearchSysCache1(PROCOID, ObjectIdGetDatum(function));
@@ -127,7 +113,7 @@ StatusTarget resolve(FunctionCallInfo fcinfo, Oid table)
     Datum values[1] = {ObjectIdGetDatum(table)};
     char *user_id_column = nullptr;
     char *id_column = nullptr;
-    as_extension_owner(target, [&] {
+    as_extension_owner(target.extension_owner, [&] {
         select_or_fail(query, 1, types, values);
         if (SPI_processed > 0) {
             user_id_column = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
@@ -250,7 +236,7 @@ Datum dfend_user_status(PG_FUNCTION_ARGS)
     Datum values[6] = {};
     bool nulls[6] = {false, true, true, true, true, true};
     const char *state = nullptr;
-    as_extension_owner(target, [&] {
+    as_extension_owner(target.extension_owner, [&] {
         select_or_fail(entry_query, 2, entry_types, entry_values);
         if (SPI_processed == 0)
             return;
@@ -372,7 +358,7 @@ Datum dfend_table_status(PG_FUNCTION_ARGS)
             Oid types[2] = {REGCLASSOID, TEXTARRAYOID};
             Datum values[2] = {ObjectIdGetDatum(table),
                                PointerGetDatum(text_array(texts, text_count))};
-            as_extension_owner(target, [&] {
+            as_extension_owner(target.extension_owner, [&] {
                 select_or_fail(entries, 2, types, values);
                 HeapTuple counts = SPI_tuptable->vals[0];
                 TupleDesc desc = SPI_tuptable->tupdesc;
