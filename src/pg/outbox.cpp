@@ -139,11 +139,11 @@ char *describe(const ErrorData *error)
                          : pstrdup(error->message);
 }
 
-// Whether dfend_attachment has the column: the library may be newer than
-// the extension's SQL objects until ALTER EXTENSION dfend UPDATE.
-bool attachment_has_column(const char *column)
+// Whether one of the extension's tables has the column: the library may be
+// newer than the extension's SQL objects until ALTER EXTENSION dfend UPDATE.
+bool extension_table_has_column(const char *table_name, const char *column)
 {
-    Oid table = get_relname_relid("dfend_attachment", outbox_namespace());
+    Oid table = get_relname_relid(table_name, outbox_namespace());
     return OidIsValid(table) && get_attnum(table, column) != InvalidAttrNumber;
 }
 
@@ -162,8 +162,10 @@ bool read_mapping(const char *schema, Oid table, Mapping *mapping)
         "WHERE a.table_name OPERATOR(pg_catalog.=) $1",
         // Between installing this library and ALTER EXTENSION dfend UPDATE
         // the table lacks the 0.3.0 columns: no NOTIFY, and 'reject'.
-        attachment_has_column("notify_channel") ? "a.notify_channel" : "NULL::pg_catalog.text",
-        attachment_has_column("invalid_fields")
+        extension_table_has_column("dfend_attachment", "notify_channel")
+            ? "a.notify_channel"
+            : "NULL::pg_catalog.text",
+        extension_table_has_column("dfend_attachment", "invalid_fields")
             ? "a.invalid_fields OPERATOR(pg_catalog.=) 'drop'"
             : "false",
         schema);
@@ -543,8 +545,7 @@ void settle_missing(const char *schema, int64 *missing, int missing_count)
     Datum args[2] = {int8_array(missing, missing_count),
                      Int32GetDatum(missing_row_timeout_s())};
     Oid types[2] = {INT8ARRAYOID, INT4OID};
-    Oid outbox = get_relname_relid("dfend_outbox", outbox_namespace());
-    if (!OidIsValid(outbox) || get_attnum(outbox, "missing_since") == InvalidAttrNumber ||
+    if (!extension_table_has_column("dfend_outbox", "missing_since") ||
         missing_row_timeout_s() == 0) {
         execute_or_fail(psprintf("DELETE FROM %s.dfend_outbox WHERE entry_id "
                                  "OPERATOR(pg_catalog.=) ANY($1)",
