@@ -11,6 +11,8 @@ struct RequestEngine::Pending {
     int attempts = 0;          // sent so far
     int counted_retries = 0;   // retries that count against max_retries
     Clock::time_point ready_at{};
+    Clock::time_point sent_at{};  // the last request's start, for the limiter
+    std::optional<Error> last_error; // while waiting for a retry
     std::vector<DroppedField> dropped;
 };
 
@@ -22,9 +24,13 @@ struct RequestEngine::Slot {
     ~Slot() { curl_easy_cleanup(easy); }
 };
 
-RequestEngine::RequestEngine(ClientSettings client, EngineSettings engine)
-    : client_(std::move(client)), engine_(engine), rng_(std::random_device{}())
+RequestEngine::RequestEngine(ClientSettings client, EngineSettings engine, RateLimiter *limiter)
+    : client_(std::move(client)), engine_(engine), limiter_(limiter), rng_(std::random_device{}())
 {
+    if (!limiter_) {
+        own_limiter_ = std::make_unique<LocalRateLimiter>();
+        limiter_ = own_limiter_.get();
+    }
     check_settings(client_);
     ensure_curl_initialized();
     engine_.concurrency = std::clamp(engine_.concurrency, 1, 1024);
@@ -72,18 +78,26 @@ void RequestEngine::submit(Job job)
     queue_.push_back(std::move(pending));
 }
 
-bool RequestEngine::take_token(Clock::time_point now)
+bool RequestEngine::may_send(Clock::time_point now)
 {
-    if (engine_.max_rate <= 0)
-        return true;
-    double elapsed = std::chrono::duration<double>(now - tokens_at_).count();
-    tokens_at_ = now;
-    // A burst of at most a tenth of a second's worth keeps the rate smooth.
-    double burst = std::max(1.0, engine_.max_rate / 10);
-    tokens_ = std::min(burst, tokens_ + elapsed * engine_.max_rate);
-    if (tokens_ < 1)
+    // max_rate first: it only looks, so a slot is never taken and then
+    // left unused because of the cap.
+    if (engine_.max_rate > 0) {
+        double elapsed = std::chrono::duration<double>(now - tokens_at_).count();
+        tokens_at_ = now;
+        // A burst of at most a tenth of a second's worth keeps the rate smooth.
+        double burst = std::max(1.0, engine_.max_rate / 10);
+        tokens_ = std::min(burst, tokens_ + elapsed * engine_.max_rate);
+        if (tokens_ < 1)
+            return false;
+    }
+    if (!reserved_slot_)
+        reserved_slot_ = limiter_->reserve(now);
+    if (*reserved_slot_ > now)
         return false;
-    tokens_ -= 1;
+    reserved_slot_.reset();
+    if (engine_.max_rate > 0)
+        tokens_ -= 1;
     return true;
 }
 
@@ -112,13 +126,13 @@ void RequestEngine::start(Pending pending, Clock::time_point now)
     curl_easy_setopt(slot->easy, CURLOPT_PRIVATE, slot);
     slot->pending = std::move(pending);
     slot->pending.attempts++;
+    slot->pending.sent_at = now;
     if (curl_multi_add_handle(multi_, slot->easy) != CURLM_OK)
         throw Error(ErrorKind::Internal, "could not start a transfer");
     slot->busy = true;
     ++in_flight_;
     ++stats_.requests;
     stats_.max_in_flight = std::max(stats_.max_in_flight, in_flight_);
-    (void) now;
 }
 
 void RequestEngine::finish(Slot &slot, CURLcode code, Clock::time_point now,
@@ -145,6 +159,10 @@ void RequestEngine::finish(Slot &slot, CURLcode code, Clock::time_point now,
         failure = std::move(error);
     }
     slot.transfer.reset();
+    limiter_->on_answer(pending.sent_at, now,
+                        !failure ? RateSignal::Accepted
+                        : failure->kind() == ErrorKind::RateLimited ? RateSignal::Throttled
+                                                                    : RateSignal::Neutral);
 
     if (!failure) {
         outcome.tag = pending.tag;
@@ -169,14 +187,14 @@ void RequestEngine::finish(Slot &slot, CURLcode code, Clock::time_point now,
     }
     if (retry) {
         Millis delay = backoff_delay(client_.retry, pending.counted_retries, retry_after, rng_);
-        if (rate_limited) {
+        if (rate_limited)
             delay = std::min(delay, engine_.max_rate_limit_wait);
-            // Everyone waits: the limit is DFend's, not this request's.
-            paused_until_ = std::max(paused_until_, now + delay);
-        }
         if (counts)
             pending.counted_retries++;
+        // Only this request waits (at least its Retry-After); the limiter has
+        // heard the 429 and slows every request down a little instead.
         pending.ready_at = now + delay;
+        pending.last_error = std::move(failure);
         ++stats_.retries;
         if (transfer_options_.observer)
             transfer_options_.observer->on_retry();
@@ -218,16 +236,25 @@ void RequestEngine::abandon() noexcept
     in_flight_ = 0;
     queue_.clear();
     early_.clear();
+    reserved_slot_.reset();
 }
 
 std::vector<JobOutcome> RequestEngine::run(AbortCheck should_abort,
                                            std::optional<Clock::time_point> deadline,
                                            RequestObserver *observer)
 {
+    RunOptions options;
+    options.deadline = deadline;
+    options.observer = observer;
+    return run(should_abort, options);
+}
+
+std::vector<JobOutcome> RequestEngine::run(AbortCheck should_abort, const RunOptions &options)
+{
     // Only for this run: the engine outlives its callers' observers.
-    transfer_options_.observer = observer;
+    transfer_options_.observer = options.observer;
     try {
-        std::vector<JobOutcome> done = run_all(should_abort, deadline);
+        std::vector<JobOutcome> done = run_all(should_abort, options);
         transfer_options_.observer = nullptr;
         return done;
     } catch (...) {
@@ -258,9 +285,34 @@ void RequestEngine::cut_off(std::vector<JobOutcome> &done)
     abandon();
 }
 
-std::vector<JobOutcome> RequestEngine::run_all(AbortCheck should_abort,
-                                               std::optional<Clock::time_point> deadline)
+bool RequestEngine::only_distant_retries_left(Clock::time_point now, Millis over) const
 {
+    if (in_flight_ > 0 || queue_.empty())
+        return false;
+    // The queue is ordered by ready time; a job never sent is ready at once.
+    return queue_.front().ready_at > now + over;
+}
+
+void RequestEngine::defer_waiting(std::vector<JobOutcome> &done, Clock::time_point now)
+{
+    for (Pending &pending : queue_) {
+        JobOutcome outcome;
+        outcome.tag = pending.tag;
+        outcome.attempts = pending.attempts;
+        outcome.deferred = true;
+        outcome.retry_in = std::chrono::duration_cast<Millis>(pending.ready_at - now);
+        outcome.error = std::move(pending.last_error);
+        if (!outcome.error) // cannot happen: only retries wait
+            outcome.error = Error(ErrorKind::Internal, "a job waited without having failed");
+        outcome.dropped = std::move(pending.dropped);
+        done.push_back(std::move(outcome));
+    }
+    queue_.clear();
+}
+
+std::vector<JobOutcome> RequestEngine::run_all(AbortCheck should_abort, const RunOptions &options)
+{
+    const std::optional<Clock::time_point> &deadline = options.deadline;
     std::vector<JobOutcome> done = std::move(early_);
     early_.clear();
     // Bounds how late an abort or a due retry is noticed when nothing else
@@ -275,8 +327,12 @@ std::vector<JobOutcome> RequestEngine::run_all(AbortCheck should_abort,
             cut_off(done);
             break;
         }
+        if (options.defer_waits_over && only_distant_retries_left(now, *options.defer_waits_over)) {
+            defer_waiting(done, now);
+            break;
+        }
         while (in_flight_ < engine_.concurrency && !queue_.empty() &&
-               queue_.front().ready_at <= now && paused_until_ <= now && take_token(now)) {
+               queue_.front().ready_at <= now && may_send(now)) {
             Pending next = std::move(queue_.front());
             queue_.pop_front();
             start(std::move(next), now);
@@ -298,13 +354,19 @@ std::vector<JobOutcome> RequestEngine::run_all(AbortCheck should_abort,
 
         if (queue_.empty() && in_flight_ == 0)
             break;
-        // Sleep until a socket is ready, a retry is due or a token is back.
+        if (options.defer_waits_over && only_distant_retries_left(Clock::now(),
+                                                                  *options.defer_waits_over))
+            continue; // deferred at the top of the loop
+        // Sleep until a socket is ready, a retry is due or a send slot or
+        // token is there (rounded up: never a busy loop for a slot 0.3 ms off).
         now = Clock::now();
         long wait_ms = kMaxPollMs;
         if (!queue_.empty() && in_flight_ < engine_.concurrency) {
-            Clock::time_point due = std::max(queue_.front().ready_at, paused_until_);
+            Clock::time_point due = queue_.front().ready_at;
+            if (reserved_slot_)
+                due = std::max(due, *reserved_slot_);
             long until_due = static_cast<long>(
-                std::chrono::duration_cast<Millis>(due - now).count());
+                std::chrono::ceil<Millis>(due - now).count());
             if (engine_.max_rate > 0 && tokens_ < 1)
                 until_due = std::max(until_due,
                                      static_cast<long>((1 - tokens_) * 1000 / engine_.max_rate));

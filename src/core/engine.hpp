@@ -1,15 +1,18 @@
 // Many registrations in flight at once over libcurl's multi interface, for
 // the background worker and for backfills, and many lookups (GET /identity)
 // for dfend_get_identities. Each job is retried on transient
-// failures with the same policy as a blocking call; a global token bucket
-// caps the request rate; a 429 pauses every new request until its
-// Retry-After has passed, so one rate limit slows the whole run down.
+// failures with the same policy as a blocking call. Every request takes its
+// send slot from a RateLimiter (rate.hpp), whose rate adapts to 429s: a 429
+// is a congestion signal, not a stop. The request that got it waits at
+// least its own Retry-After; the others go on at the adjusted rate.
+// max_rate stays a hard cap of its own, per engine.
 #pragma once
 #include "pure.hpp"
 
 #include "codec.hpp"
 #include "error.hpp"
 #include "identity_client.hpp"
+#include "rate.hpp"
 
 #include <cstdint>
 #include <deque>
@@ -27,6 +30,25 @@ struct EngineSettings {
     // slow down for a rate limit, never fail because of one.
     bool rate_limits_never_fail = false;
     Millis max_rate_limit_wait{300000}; // longest Retry-After honoured when never failing
+
+    bool operator==(const EngineSettings &o) const
+    {
+        return concurrency == o.concurrency && max_rate == o.max_rate &&
+               rate_limits_never_fail == o.rate_limits_never_fail &&
+               max_rate_limit_wait == o.max_rate_limit_wait;
+    }
+    bool operator!=(const EngineSettings &o) const { return !(*this == o); }
+};
+
+// How run() treats jobs that wait for a retry (see RequestEngine::run).
+struct RunOptions {
+    std::optional<Clock::time_point> deadline;
+    RequestObserver *observer = nullptr;
+    // Return once nothing is in flight and every job left waits for a retry
+    // more than this far off, with those jobs `deferred`: the caller commits
+    // what is done and sends its next rows instead of waiting (no batch
+    // barrier). Unset: wait for every retry.
+    std::optional<Millis> defer_waits_over;
 };
 
 // A GET /identity by user id or DFend id.
@@ -57,6 +79,11 @@ struct JobOutcome {
     bool permanent = false;  // the row's own data is at fault (InvalidArgument)
     int attempts = 0;        // HTTP requests sent for this job
     bool unfinished = false; // cut off by run()'s deadline, not answered
+    // Waiting for a retry when run() returned (RunOptions::defer_waits_over):
+    // `error` is the last failure, `retry_in` how long the retry would have
+    // waited from then (at least the answer's Retry-After).
+    bool deferred = false;
+    Millis retry_in{0};
     // Fields left out of the request for drop_invalid_fields; with a result,
     // the user was registered without them.
     std::vector<DroppedField> dropped;
@@ -71,7 +98,9 @@ struct EngineStats {
 
 class RequestEngine {
   public:
-    RequestEngine(ClientSettings client, EngineSettings engine);
+    // `limiter`: where send slots come from, shared with other engines
+    // (it must outlive this engine); null: a LocalRateLimiter of its own.
+    RequestEngine(ClientSettings client, EngineSettings engine, RateLimiter *limiter = nullptr);
     ~RequestEngine();
     RequestEngine(const RequestEngine &) = delete;
     RequestEngine &operator=(const RequestEngine &) = delete;
@@ -91,6 +120,7 @@ class RequestEngine {
     std::vector<JobOutcome> run(AbortCheck should_abort,
                                 std::optional<Clock::time_point> deadline = std::nullopt,
                                 RequestObserver *observer = nullptr);
+    std::vector<JobOutcome> run(AbortCheck should_abort, const RunOptions &options);
 
     const EngineStats &stats() const noexcept { return stats_; }
 
@@ -98,14 +128,17 @@ class RequestEngine {
     struct Pending;
     struct Slot;
 
-    std::vector<JobOutcome> run_all(AbortCheck should_abort,
-                                    std::optional<Clock::time_point> deadline);
+    std::vector<JobOutcome> run_all(AbortCheck should_abort, const RunOptions &options);
     void cut_off(std::vector<JobOutcome> &done); // the deadline passed
+    bool only_distant_retries_left(Clock::time_point now, Millis over) const;
+    void defer_waiting(std::vector<JobOutcome> &done, Clock::time_point now);
     void abandon() noexcept; // drops every job and transfer
     void start(Pending pending, Clock::time_point now);
     void finish(Slot &slot, CURLcode code, Clock::time_point now,
                 std::vector<JobOutcome> &done);
-    bool take_token(Clock::time_point now);
+    // Takes a send slot from the limiter and a max_rate token (the hard
+    // cap): true when the next request may go now.
+    bool may_send(Clock::time_point now);
 
     ClientSettings client_;
     EngineSettings engine_;
@@ -116,7 +149,11 @@ class RequestEngine {
     std::deque<Pending> queue_;                 // waiting to start, by ready time
     std::vector<JobOutcome> early_;             // outcomes decided at submit
     int in_flight_ = 0;
-    Clock::time_point paused_until_{};
+    std::unique_ptr<LocalRateLimiter> own_limiter_;
+    RateLimiter *limiter_ = nullptr;
+    // One send slot reserved ahead at most: engines sharing a limiter then
+    // take turns instead of one of them booking the next second.
+    std::optional<Clock::time_point> reserved_slot_;
     double tokens_ = 1;
     Clock::time_point tokens_at_{};
     std::mt19937_64 rng_;

@@ -25,6 +25,16 @@ struct ClientSettings {
     long connect_timeout_ms = 5000;
     long request_timeout_ms = 10000;
     RetryPolicy retry;
+
+    // Every field: an engine made for other settings is made anew
+    // (src/pg/backend.cpp), so a new field must be compared here.
+    bool operator==(const ClientSettings &o) const
+    {
+        return api_url == o.api_url && api_key == o.api_key && ca_file == o.ca_file &&
+               connect_timeout_ms == o.connect_timeout_ms &&
+               request_timeout_ms == o.request_timeout_ms && retry == o.retry;
+    }
+    bool operator!=(const ClientSettings &o) const { return !(*this == o); }
 };
 
 struct CallControl {

@@ -90,6 +90,14 @@ void close_epoch(RateState &state, const RateSettings &settings, std::int64_t no
             static_cast<double>(state.epoch_sent) * 1e9 / static_cast<double>(now_ns - state.epoch_start_ns);
         rate = std::max(rate, std::min(grown, 2 * sent_rate));
     } else {
+        // The cut applies to what was sent when that was far below the rate
+        // allowed (a fresh state's high start, or callers that could not
+        // keep up): the account answered for the sent rate, not the allowed.
+        // Near equilibrium the two differ by noise only, which is left alone.
+        const double sent_rate = static_cast<double>(state.epoch_sent) * 1e9 /
+                                 static_cast<double>(now_ns - state.epoch_start_ns);
+        if (state.epoch_sent > 0 && sent_rate < rate / 2)
+            rate = sent_rate;
         rate = rate * (1 - std::min(share, kMaxCut)) + increase;
     }
     state.rate = clamp_rate(rate, settings);
@@ -147,6 +155,23 @@ void rate_on_answer(RateState &state, const RateSettings &settings,
 double rate_current(const RateState &state, const RateSettings &settings)
 {
     return clamp_rate(state.rate, settings);
+}
+
+LocalRateLimiter::LocalRateLimiter(RateSettings settings, RateClock::time_point now)
+    : settings_(settings)
+{
+    rate_init(state_, settings_, now);
+}
+
+RateClock::time_point LocalRateLimiter::reserve(RateClock::time_point now) noexcept
+{
+    return rate_reserve(state_, settings_, now);
+}
+
+void LocalRateLimiter::on_answer(RateClock::time_point sent_at, RateClock::time_point now,
+                                 RateSignal signal) noexcept
+{
+    rate_on_answer(state_, settings_, sent_at, now, signal);
 }
 
 RateClock::time_point retry_not_before(RateClock::time_point now, long retry_after_seconds,

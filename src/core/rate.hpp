@@ -1,10 +1,12 @@
 // The request rate of an account: a pacing token bucket whose rate adapts to
-// 429 answers, as a congestion signal rather than a stop. Not yet used by the
-// engine (issue 8 in progress).
+// 429 answers, as a congestion signal rather than a stop. The request engine
+// takes every send slot from a RateLimiter: LocalRateLimiter below for one
+// engine, or (src/pg/rate_shared.cpp) one RateState in PostgreSQL shared
+// memory for every worker and backfill of a server that use the same
+// account, so they divide its limit instead of fighting over it.
 //
 // Shape for shared memory: RateState is a plain, trivially copyable struct of
-// numbers (no pointers, no containers), so one copy can later live in
-// PostgreSQL shared memory and serve every worker and backfill of a server.
+// numbers (no pointers, no containers).
 // The functions below read and write it and must run under a lock the caller
 // holds (an LWLock or spinlock there, a mutex in tests). Time is always passed
 // in, never read, so tests drive the controller with a simulated clock.
@@ -23,7 +25,10 @@ using RateClock = std::chrono::steady_clock;
 
 struct RateSettings {
     double max_rate = 0;       // hard cap in requests per second, 0 = none
-    double initial_rate = 50;  // where a fresh state starts (capped by max_rate)
+    // Where a fresh state starts (capped by max_rate): high enough that an
+    // account without a limit is never paced; the first 429s bring it down
+    // to what was actually sent (see close_epoch).
+    double initial_rate = 5000;
     double min_rate = 0.5;     // never slower than this, so probing goes on
 
     bool operator==(const RateSettings &o) const
@@ -73,6 +78,33 @@ void rate_on_answer(RateState &state, const RateSettings &settings,
 
 // The rate after the hard cap, for display.
 double rate_current(const RateState &state, const RateSettings &settings);
+
+// Where the engine takes its send slots and reports answers. Implementations
+// must be cheap and must not throw: the engine calls them per request.
+class RateLimiter {
+  public:
+    virtual ~RateLimiter() = default;
+    // rate_reserve: when the next request may go.
+    virtual RateClock::time_point reserve(RateClock::time_point now) noexcept = 0;
+    // rate_on_answer for a request sent at `sent_at`.
+    virtual void on_answer(RateClock::time_point sent_at, RateClock::time_point now,
+                           RateSignal signal) noexcept = 0;
+};
+
+// A RateState of one's own (one engine, or a unit test).
+class LocalRateLimiter final : public RateLimiter {
+  public:
+    explicit LocalRateLimiter(RateSettings settings = {},
+                              RateClock::time_point now = RateClock::now());
+    RateClock::time_point reserve(RateClock::time_point now) noexcept override;
+    void on_answer(RateClock::time_point sent_at, RateClock::time_point now,
+                   RateSignal signal) noexcept override;
+    const RateState &state() const noexcept { return state_; }
+
+  private:
+    RateSettings settings_;
+    RateState state_;
+};
 
 // When a request answered 429 (or a transient failure) may be tried again:
 // never before its own Retry-After (seconds, -1 when absent), never before the

@@ -15,6 +15,13 @@ struct RetryPolicy {
     int max_retries = 3;         // attempts after the first
     Millis base_delay{100};      // first backoff step
     Millis max_delay{5000};      // cap on a backoff step and on Retry-After
+
+    bool operator==(const RetryPolicy &o) const
+    {
+        return max_retries == o.max_retries && base_delay == o.base_delay &&
+               max_delay == o.max_delay;
+    }
+    bool operator!=(const RetryPolicy &o) const { return !(*this == o); }
 };
 
 // Exponential backoff with equal jitter: a step of base * 2^retry (capped),

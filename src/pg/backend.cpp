@@ -1,5 +1,6 @@
 #include "backend.hpp"
 
+#include "backpressure.hpp"
 #include "border.hpp"
 
 #include <memory>
@@ -36,19 +37,16 @@ BackendContext &backend_context()
 RequestEngine &BackendContext::engine_for(const ClientSettings &client,
                                           const EngineSettings &engine)
 {
-    std::string fingerprint = client.api_url + '\n' + client.api_key + '\n' + client.ca_file +
-                              '\n' + std::to_string(client.connect_timeout_ms) + ' ' +
-                              std::to_string(client.request_timeout_ms) + ' ' +
-                              std::to_string(client.retry.max_retries) + ' ' +
-                              std::to_string(client.retry.base_delay.count()) + ' ' +
-                              std::to_string(client.retry.max_delay.count()) + ' ' +
-                              std::to_string(engine.concurrency) + ' ' +
-                              std::to_string(engine.max_rate) + ' ' +
-                              std::to_string(engine.rate_limits_never_fail);
-    if (!engine_ || fingerprint != engine_fingerprint_) {
+    // The server-wide rate of the account these settings reach (nullptr
+    // when not preloaded: the engine keeps a rate of its own).
+    RateLimiter *limiter = shared_rate_limiter(client.api_url, client.api_key);
+    if (!engine_ || client != engine_client_ || engine != engine_settings_ ||
+        limiter != engine_limiter_) {
         engine_.reset();
-        engine_ = std::make_unique<RequestEngine>(client, engine);
-        engine_fingerprint_ = std::move(fingerprint);
+        engine_ = std::make_unique<RequestEngine>(client, engine, limiter);
+        engine_client_ = client;
+        engine_settings_ = engine;
+        engine_limiter_ = limiter;
     }
     return *engine_;
 }

@@ -20,7 +20,9 @@ struct BackendContext {
 
   private:
     std::unique_ptr<RequestEngine> engine_;
-    std::string engine_fingerprint_;
+    ClientSettings engine_client_;
+    EngineSettings engine_settings_;
+    RateLimiter *engine_limiter_ = nullptr;
 };
 
 // C++-style: creates the state on first use (may throw).

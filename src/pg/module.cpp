@@ -1,5 +1,6 @@
 // Module entry: PG_MODULE_MAGIC and _PG_init.
 #include "core/version.hpp"
+#include "backpressure.hpp"
 #include "queue.hpp"
 #include "settings.hpp"
 #include "stats.hpp"
@@ -16,6 +17,7 @@ void _PG_init(void)
 {
     dfend::pg::note_loaded_at_startup(process_shared_preload_libraries_in_progress);
     dfend::pg::install_stats(process_shared_preload_libraries_in_progress);
+    dfend::pg::install_backpressure(process_shared_preload_libraries_in_progress);
     dfend::pg::define_settings();
     dfend::pg::install_queue_hooks(process_shared_preload_libraries_in_progress);
     dfend::pg::install_statement_hook();

@@ -9,6 +9,7 @@
 // TEMPLATE) or dfend.worker_databases no longer names it; the launcher
 // decides whether and when a worker starts again. An unexpected error ends
 // the worker too, and the launcher starts another after a few seconds.
+#include "backpressure.hpp"
 #include "outbox.hpp"
 #include "pause.hpp"
 #include "queue.hpp"
@@ -97,6 +98,7 @@ char database_name[NAMEDATALEN];
 [[noreturn]] void leave(WorkerExit why, const char *state, int elevel, const char *reason)
 {
     report_worker_exit(why, state);
+    publish_breaker(BreakerMode::Closed); // nobody is waiting for DFend here now
     ereport(elevel,
             (errmsg("dfend worker for database \"%s\" stops: %s", database_name, reason)));
     proc_exit(0);
@@ -191,6 +193,7 @@ void dfend_worker_main(Datum argument)
             }
             if (more)
                 report_worker_batch(result.registered, result.failed);
+            publish_breaker(pause_mode()); // for dfend_queue_status
         }
         PopActiveSnapshot();
         CommitTransactionCommand();

@@ -1,7 +1,8 @@
 // RequestEngine against an in-process server: one outcome per job, the
-// concurrency cap, the rate cap, retries and what is never retried, the 429
-// pause, validation before any request, run()'s deadline and abort, and
-// reuse of the engine after a run that was cut short.
+// concurrency cap, the rate cap, retries and what is never retried, a 429
+// that delays only its own request, deferred retries, validation before any
+// request, run()'s deadline and abort, and reuse of the engine after a run
+// that was cut short.
 #include "core/engine.hpp"
 #include "test_server.hpp"
 
@@ -378,10 +379,11 @@ TEST_F(EngineTest, RejectedKeyIsNotPermanent)
     EXPECT_EQ(o.error->detail().find(kKey), std::string::npos);
 }
 
-TEST_F(EngineTest, RateLimitPausesEveryRequestForRetryAfter)
+TEST_F(EngineTest, RateLimitDelaysOnlyThatRequest)
 {
-    // The first request gets 429 with Retry-After: 1; the engine must wait a
-    // second before sending anything, the other job's first request included.
+    // The first request gets 429 with Retry-After: 1. That request waits at
+    // least a second; the others are not held back (no pause of the whole
+    // engine): the limiter hears the 429 and adjusts the rate instead.
     std::vector<std::pair<std::string, Steady::time_point>> arrivals;
     start([&](const httplib::Request &req, httplib::Response &res) {
         std::string user = user_of(req);
@@ -403,25 +405,82 @@ TEST_F(EngineTest, RateLimitPausesEveryRequestForRetryAfter)
     client_.retry.base_delay = Millis(1);
     RequestEngine engine(client_, engine_);
     engine.submit(job(1, "limited"));
-    engine.submit(job(2, "other"));
-    auto begin = Steady::now();
+    for (int i = 2; i <= 6; ++i)
+        engine.submit(job(static_cast<std::uint64_t>(i), "other" + std::to_string(i)));
     auto map = by_tag(engine.run(&never_abort));
-    long took = elapsed_ms(begin);
-    ASSERT_EQ(map.size(), 2u);
-    ASSERT_TRUE(map.at(1).result);
-    ASSERT_TRUE(map.at(2).result);
+    ASSERT_EQ(map.size(), 6u);
+    for (auto &[tag, outcome] : map)
+        ASSERT_TRUE(outcome.result) << tag;
     EXPECT_EQ(map.at(1).attempts, 2);
-    EXPECT_EQ(map.at(2).attempts, 1);
     EXPECT_EQ(engine.stats().rate_limited, 1u);
     EXPECT_EQ(engine.stats().retries, 1u);
-    EXPECT_GE(took, 1000);
-    EXPECT_LT(took, 3000);
     std::lock_guard<std::mutex> lock(mutex_);
-    ASSERT_EQ(arrivals.size(), 3u);
+    ASSERT_EQ(arrivals.size(), 7u);
     EXPECT_EQ(arrivals[0].first, "limited");
-    for (std::size_t i = 1; i < arrivals.size(); ++i)
-        EXPECT_GE(arrivals[i].second - arrivals[0].second, milliseconds(1000))
-            << arrivals[i].first << " came back before Retry-After";
+    // Every other job went before the retried one, each well within its wait.
+    for (std::size_t i = 1; i < 6; ++i) {
+        EXPECT_NE(arrivals[i].first, "limited");
+        EXPECT_LT(arrivals[i].second - arrivals[0].second, milliseconds(1000))
+            << arrivals[i].first << " was held back by another request's 429";
+    }
+    EXPECT_EQ(arrivals[6].first, "limited");
+    EXPECT_GE(arrivals[6].second - arrivals[0].second, milliseconds(1000))
+        << "the retry came back before its Retry-After";
+}
+
+TEST_F(EngineTest, DeferredRetriesLeaveTheRunWithTheirWait)
+{
+    // With defer_waits_over, run() does not wait a Retry-After out: once
+    // nothing is in flight, the waiting job comes back deferred, with its
+    // last error and its wait, and the others are done.
+    start([&](const httplib::Request &req, httplib::Response &res) {
+        std::string user = user_of(req);
+        if (user == "limited") {
+            res.status = 429;
+            res.set_header("Retry-After", "5");
+            res.set_content(R"({"error":"slow down"})", "application/json");
+            return;
+        }
+        reply_id(res, user);
+    });
+    RequestEngine engine(client_, engine_);
+    engine.submit(job(1, "limited"));
+    engine.submit(job(2, "fine"));
+    RunOptions options;
+    options.defer_waits_over = Millis(100);
+    auto begin = Steady::now();
+    auto map = by_tag(engine.run(&never_abort, options));
+    EXPECT_LT(elapsed_ms(begin), 4000); // the 5 s were not waited
+    ASSERT_EQ(map.size(), 2u);
+    ASSERT_TRUE(map.at(2).result);
+    const JobOutcome &deferred = map.at(1);
+    EXPECT_TRUE(deferred.deferred);
+    ASSERT_TRUE(deferred.error);
+    EXPECT_EQ(deferred.error->kind(), ErrorKind::RateLimited);
+    EXPECT_EQ(deferred.attempts, 1);
+    EXPECT_GT(deferred.retry_in, Millis(4000));
+    EXPECT_LE(deferred.retry_in, Millis(5000));
+    // The engine is empty and works again.
+    engine.submit(job(3, "again"));
+    auto again = by_tag(engine.run(&never_abort, options));
+    ASSERT_EQ(again.size(), 1u);
+    EXPECT_TRUE(again.at(3).result);
+}
+
+TEST_F(EngineTest, ShortRetriesAreWaitedEvenWhenDeferring)
+{
+    // A 503 whose backoff is a few ms is retried within the run: deferral is
+    // for waits longer than defer_waits_over only.
+    answer_in_turn({503, 200});
+    RequestEngine engine(client_, engine_);
+    engine.submit(job(1, "flaky"));
+    RunOptions options;
+    options.defer_waits_over = Millis(500);
+    auto map = by_tag(engine.run(&never_abort, options));
+    ASSERT_EQ(map.size(), 1u);
+    EXPECT_TRUE(map.at(1).result);
+    EXPECT_FALSE(map.at(1).deferred);
+    EXPECT_EQ(map.at(1).attempts, 2);
 }
 
 TEST_F(EngineTest, ValidationFailureIsPermanentAndSendsNothing)
