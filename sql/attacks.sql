@@ -197,22 +197,22 @@ SELECT * FROM escalated;
 -- read and update itself: they read and write as the table's owner, so the
 -- caller's rights are checked first.
 CREATE ROLE dfend_dba;
-GRANT EXECUTE ON FUNCTION dfend_backfill_batch(regclass, name, name, name, name, name, boolean, text, boolean, integer, integer, float8, boolean, integer, text) TO dfend_dba;
+GRANT EXECUTE ON FUNCTION dfend_backfill_batch(regclass, name, name, name, name, name, boolean, text, boolean, integer, integer, float8, boolean, integer, text, boolean) TO dfend_dba;
 GRANT EXECUTE ON FUNCTION dfend_internal_count_missing(regclass, name, name) TO dfend_dba;
 GRANT EXECUTE ON FUNCTION dfend_enqueue_backfill(regclass) TO dfend_dba;
 CREATE TABLE private_users (id int PRIMARY KEY, email text, dfend_id text);
 INSERT INTO private_users VALUES (1, 'private@example.com');
 SET ROLE dfend_dba;
-SELECT try_verbose($$SELECT * FROM dfend_backfill_batch('public.private_users', 'id', 'dfend_id', 'email', NULL, NULL, false, NULL, false, 10, 1, NULL, false, 0, 'drop')$$);
+SELECT try_verbose($$SELECT * FROM dfend_backfill_batch('public.private_users', 'id', 'dfend_id', 'email', NULL, NULL, false, NULL, false, 10, 1, NULL, false, 0, 'drop', false)$$);
 SELECT try_verbose($$SELECT dfend_internal_count_missing('public.private_users', 'id', 'dfend_id')$$);
 RESET ROLE;
 GRANT SELECT ON private_users TO dfend_dba;
 GRANT SELECT ON dfend_outbox TO dfend_dba;
 SET ROLE dfend_dba;
 SELECT dfend_internal_count_missing('public.private_users', 'id', 'dfend_id') AS readable_count;
-SELECT try_verbose($$SELECT * FROM dfend_backfill_batch('public.private_users', 'id', 'dfend_id', 'email', NULL, NULL, false, NULL, false, 10, 1, NULL, false, 0, 'drop')$$);
+SELECT try_verbose($$SELECT * FROM dfend_backfill_batch('public.private_users', 'id', 'dfend_id', 'email', NULL, NULL, false, NULL, false, 10, 1, NULL, false, 0, 'drop', false)$$);
 -- Reading is enough for a dry run, which stores nothing.
-SELECT rows, registered FROM dfend_backfill_batch('public.private_users', 'id', 'dfend_id', 'email', NULL, NULL, false, NULL, false, 10, 1, NULL, true, 0, 'drop');
+SELECT rows, registered FROM dfend_backfill_batch('public.private_users', 'id', 'dfend_id', 'email', NULL, NULL, false, NULL, false, 10, 1, NULL, true, 0, 'drop', false);
 RESET ROLE;
 SELECT count(dfend_id) AS stored FROM private_users;
 SELECT * FROM escalated;

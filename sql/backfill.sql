@@ -257,7 +257,7 @@ DROP ROLE bf_someone;
 \! test/emu reset
 CREATE ROLE bf_dba;
 GRANT EXECUTE ON PROCEDURE dfend_backfill(regclass, integer, integer, float8, boolean, boolean, name, name, name, name, name, text) TO bf_dba;
-GRANT EXECUTE ON FUNCTION dfend_backfill_batch(regclass, name, name, name, name, name, boolean, text, boolean, integer, integer, float8, boolean, integer, text) TO bf_dba;
+GRANT EXECUTE ON FUNCTION dfend_backfill_batch(regclass, name, name, name, name, name, boolean, text, boolean, integer, integer, float8, boolean, integer, text, boolean) TO bf_dba;
 GRANT EXECUTE ON FUNCTION dfend_internal_count_missing(regclass, name, name) TO bf_dba;
 GRANT SELECT ON dfend_attachment, dfend_backfill_progress TO bf_dba;
 GRANT SELECT, INSERT ON dfend_outbox TO bf_dba;

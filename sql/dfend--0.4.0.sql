@@ -377,16 +377,50 @@ END $$;
 COMMENT ON FUNCTION dfend_retry_dead(regclass) IS
 'Requeues dead outbox entries (of one table, or all) for another attempt';
 
+-- The adaptive request rate of each DFend account in use, shared by every
+-- worker, backfill and session of the server (src/pg/backpressure.cpp,
+-- src/core/rate.hpp): requests per second it allows now, the smoothed share
+-- of 429 answers, totals since the server started. `current` marks the
+-- account this session's settings reach. No rows without
+-- shared_preload_libraries.
+CREATE FUNCTION dfend_internal_rate(
+    OUT api_url text, OUT current boolean, OUT rate double precision,
+    OUT rate_limited_share double precision, OUT requests bigint, OUT rate_limited bigint,
+    OUT last_request_at timestamptz)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'dfend_internal_rate'
+LANGUAGE C VOLATILE STRICT PARALLEL RESTRICTED;
+REVOKE EXECUTE ON FUNCTION dfend_internal_rate() FROM PUBLIC;
+
+CREATE VIEW dfend_rate AS
+SELECT r.api_url, r.current, r.rate, r.rate_limited_share, r.requests, r.rate_limited,
+       r.last_request_at
+FROM @extschema@.dfend_internal_rate() AS r;
+COMMENT ON VIEW dfend_rate IS
+'The request rate each DFend account allows as dfend has learnt it, shared by the whole server';
+
+-- The circuit breaker of this database's worker: closed, open or half-open.
+CREATE FUNCTION dfend_internal_breaker() RETURNS text
+AS 'MODULE_PATHNAME', 'dfend_internal_breaker'
+LANGUAGE C VOLATILE PARALLEL RESTRICTED;
+REVOKE EXECUTE ON FUNCTION dfend_internal_breaker() FROM PUBLIC;
+
+GRANT SELECT ON dfend_rate TO pg_monitor;
+GRANT EXECUTE ON FUNCTION dfend_internal_rate(), dfend_internal_breaker() TO pg_monitor;
+
 CREATE VIEW dfend_queue_status AS
 SELECT (SELECT count(*) FROM @extschema@.dfend_outbox WHERE state = 'pending') AS pending,
        (SELECT count(*) FROM @extschema@.dfend_outbox WHERE state = 'pending' AND next_attempt_at <= now()) AS due,
        (SELECT now() - min(enqueued_at) FROM @extschema@.dfend_outbox WHERE state = 'pending') AS oldest_pending_age,
        (SELECT count(*) FROM @extschema@.dfend_outbox WHERE state = 'dead') AS dead,
        w.worker_pid, w.worker_state, w.worker_started_at, w.last_batch_at,
-       w.registered AS worker_registered, w.failed AS worker_failed
+       w.registered AS worker_registered, w.failed AS worker_failed,
+       @extschema@.dfend_internal_breaker() AS breaker,
+       (SELECT r.rate FROM @extschema@.dfend_internal_rate() AS r WHERE r.current) AS request_rate,
+       (SELECT r.rate_limited_share FROM @extschema@.dfend_internal_rate() AS r WHERE r.current) AS rate_limited_share
 FROM @extschema@.dfend_worker_status() AS w;
 COMMENT ON VIEW dfend_queue_status IS
-'Outbox depth, age of the oldest pending entry, dead entries and the worker''s state';
+'Outbox depth, age of the oldest pending entry, dead entries, the worker''s state, its circuit breaker and the learnt request rate';
 
 CREATE VIEW dfend_attachments AS
 SELECT table_name, user_id_column, id_column, email_column, phone_column, metadata_column,
@@ -485,7 +519,9 @@ COMMENT ON VIEW dfend_backfill_progress IS
 -- One batch of dfend_backfill: selects the next rows after after_key,
 -- registers them, stores the ids, records the fields left out
 -- (invalid_fields 'drop') and dead-letters permanent failures, in the
--- caller's transaction.
+-- caller's transaction. defer_retries: rows whose retry must wait (a
+-- Retry-After) are reported as transient failures for the next pass
+-- instead of holding up the batch.
 CREATE FUNCTION dfend_backfill_batch(
     table_name regclass,
     user_id_column name,
@@ -502,6 +538,7 @@ CREATE FUNCTION dfend_backfill_batch(
     dry_run boolean,
     report_limit integer,
     invalid_fields text,
+    defer_retries boolean,
     OUT last_key text,
     OUT rows integer,
     OUT registered integer,
@@ -516,7 +553,7 @@ RETURNS record
 AS 'MODULE_PATHNAME', 'dfend_backfill_batch'
 -- Volatile and parallel unsafe: it writes the table and calls DFend.
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
-COMMENT ON FUNCTION dfend_backfill_batch(regclass, name, name, name, name, name, boolean, text, boolean, integer, integer, float8, boolean, integer, text) IS
+COMMENT ON FUNCTION dfend_backfill_batch(regclass, name, name, name, name, name, boolean, text, boolean, integer, integer, float8, boolean, integer, text, boolean) IS
 'Internal: one batch of dfend_backfill';
 
 -- A procedure, so that it can COMMIT after each batch. It cannot carry a
@@ -677,7 +714,7 @@ BEGIN
         SELECT * INTO b FROM @extschema@.dfend_backfill_batch(
             v_table, v_user_id, v_id, v_email, v_phone, v_metadata, v_merge, v_after,
             v_inclusive, v_batch_size, v_concurrency, v_max_rate, v_dry_run, 10 - v_shown,
-            v_invalid_fields);
+            v_invalid_fields, v_pass < 3);
         v_rows := v_rows + b.rows;
         v_registered := v_registered + b.registered;
         v_created := v_created + b.created;
@@ -784,7 +821,7 @@ COMMENT ON FUNCTION dfend_enqueue_backfill(regclass) IS
 'Queues every row of an attached table that has no DFend id (and no outbox entry) for the outbox worker; returns how many';
 
 REVOKE EXECUTE ON PROCEDURE dfend_backfill(regclass, integer, integer, float8, boolean, boolean, name, name, name, name, name, text) FROM PUBLIC;
-REVOKE EXECUTE ON FUNCTION dfend_backfill_batch(regclass, name, name, name, name, name, boolean, text, boolean, integer, integer, float8, boolean, integer, text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION dfend_backfill_batch(regclass, name, name, name, name, name, boolean, text, boolean, integer, integer, float8, boolean, integer, text, boolean) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION dfend_enqueue_backfill(regclass) FROM PUBLIC;
 REVOKE ALL ON dfend_backfill_run, dfend_backfill_progress FROM PUBLIC;
 REVOKE ALL ON SEQUENCE dfend_backfill_run_run_id_seq FROM PUBLIC;
@@ -1088,5 +1125,8 @@ SELECT pg_catalog.pg_extension_config_dump('dfend_backfill_run_run_id_seq', '');
 -- END SECTION bulk
 
 -- SECTION rate (shared request rate, breaker visibility; issue 8)
+
+-- dfend_internal_rate, dfend_rate and dfend_internal_breaker are defined
+-- before dfend_queue_status, which uses them.
 
 -- END SECTION rate

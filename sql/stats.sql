@@ -105,6 +105,25 @@ SELECT source, requests, status_2xx, last_error IS NULL AS no_error,
        stats_reset > :'reset_before' AS reset_later
 FROM dfend_stats WHERE datname = current_database();
 
+-- The request rate dfend has learnt for the account, shared by the whole
+-- server (dfend_rate), and the breaker: a 429 is heard by the shared rate.
+SELECT count(*) AS accounts, bool_or(current) AS one_is_current, min(api_url) = current_setting('dfend.api_url') AS url
+FROM dfend_rate;
+SELECT rate_limited AS limited_before, requests AS requests_before FROM dfend_rate WHERE current \gset
+\! test/emu config '{"rate_429": 1}'
+SET dfend.max_retries = 0;
+SELECT user_id, found, sqlstate FROM dfend_get_identities(ARRAY['st-limited']::text[]);
+\! test/emu config '{"rate_429": 0}'
+SELECT rate_limited = :limited_before + 1 AS heard_the_429, requests = :requests_before + 1 AS counted,
+       rate > 0 AS has_rate, rate_limited_share BETWEEN 0 AND 1 AS has_share
+FROM dfend_rate WHERE current;
+SELECT breaker, request_rate > 0 AS has_rate, rate_limited_share >= 0 AS has_share FROM dfend_queue_status;
+-- pg_monitor reads them too.
+SET ROLE st_monitor;
+SELECT count(*) AS monitor_sees_rates FROM dfend_rate;
+SELECT breaker FROM dfend_queue_status;
+RESET ROLE;
+
 RESET dfend.max_retries;
 DROP VIEW my_stats;
 SELECT dfend_detach('st_signups'), dfend_detach('st_users');

@@ -233,7 +233,13 @@ struct BatchSettings {
     bool dry_run;
     int concurrency;
     double max_rate;
+    // Rows whose retry waits longer than kLongestWaitInBatch (a Retry-After)
+    // are left to the next pass instead of holding up the batch (no batch
+    // barrier). The procedure asks for it in every pass but the last.
+    bool defer_retries;
 };
+
+constexpr Millis kLongestWaitInBatch{250};
 
 // C++-style: the fields left out of a row's request, in the server encoding.
 void keep_dropped(const std::vector<DroppedField> &fields, const BatchRow &row, RowResult &result)
@@ -297,8 +303,11 @@ void handle_rows(const BatchRow *rows, int count, RowResult *results,
     }
     if (submitted == 0)
         return;
-    std::vector<JobOutcome> outcomes =
-        engine.run(&interrupt_pending, std::nullopt, request_observer(StatsSource::Backfill));
+    RunOptions options;
+    options.observer = request_observer(StatsSource::Backfill);
+    if (settings.defer_retries)
+        options.defer_waits_over = kLongestWaitInBatch;
+    std::vector<JobOutcome> outcomes = engine.run(&interrupt_pending, options);
 
     int stored = 0;
     int failed = 0;
@@ -324,6 +333,8 @@ void handle_rows(const BatchRow *rows, int count, RowResult *results,
         // Anything else may succeed later: retried by a later pass, and
         // reported if it never does. Never a dead letter.
         result.fate = kTransient;
+        if (outcome.deferred && error.kind() == ErrorKind::RateLimited)
+            continue; // DFend's rate limit, not a sign that it is down
         ++failed;
         if (!first_failure)
             first_failure = &error;
@@ -461,6 +472,8 @@ Datum dfend_backfill_batch(PG_FUNCTION_ARGS)
                         errmsg("invalid invalid_fields \"%s\"", invalid_fields),
                         errhint("Use 'drop' or 'reject'.")));
     settings.drop_invalid = strcmp(invalid_fields, "drop") == 0;
+    // Declared from 0.4.0 on; the older procedures wait for every retry.
+    settings.defer_retries = PG_NARGS() > 15 && !PG_ARGISNULL(15) && PG_GETARG_BOOL(15);
     if (batch_size < 1 || batch_size > 100000)
         ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
                         errmsg("batch_size must be between 1 and 100000")));

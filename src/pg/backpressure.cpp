@@ -264,3 +264,23 @@ Datum dfend_internal_rate(PG_FUNCTION_ARGS)
 }
 
 }
+
+extern "C" {
+
+// dfend_internal_breaker() RETURNS text: the circuit breaker of this
+// database's worker (closed, open, half-open); NULL when not preloaded.
+PG_FUNCTION_INFO_V1(dfend_internal_breaker);
+Datum dfend_internal_breaker(PG_FUNCTION_ARGS)
+{
+    if (!shared)
+        PG_RETURN_NULL();
+    BreakerMode mode = BreakerMode::Closed;
+    SpinLockAcquire(&shared->lock);
+    for (const BreakerView &view : shared->breakers)
+        if (view.database == MyDatabaseId)
+            mode = view.mode;
+    SpinLockRelease(&shared->lock);
+    PG_RETURN_TEXT_P(cstring_to_text(breaker_mode_name(mode)));
+}
+
+}

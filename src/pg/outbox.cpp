@@ -71,7 +71,10 @@ struct JobInput {
 // worker takes the entry over at once, and no attempt is counted. Held: the
 // request failed while the breaker found DFend unreachable as a whole; no
 // attempt either, and due again at once (the breaker paces the queue).
-enum class Fate { Stored, RowFault, Transient, Systemic, Unfinished, Held };
+// Deferred: DFend's rate limit asked this request to wait (Retry-After); the
+// batch did not wait for it (no batch barrier), and no attempt is counted:
+// due again when the wait is over.
+enum class Fate { Stored, RowFault, Transient, Systemic, Unfinished, Held, Deferred };
 
 struct JobResult {
     Fate fate;
@@ -110,6 +113,12 @@ struct Settlement {
     int sqlstate;      // what a failed COMMIT raises
     bool fail_commit;  // its table was attached with on_error 'error'
 };
+
+// A retry due later than this is not waited for within a worker's batch
+// (a Retry-After of a second, say): the entry is settled and claimed again
+// when it is due, so rows that are done are committed and the next ones sent.
+// Short backoffs (dfend.retry_base_delay is 100 ms) are still waited.
+constexpr Millis kLongestWaitInBatch{250};
 
 char *cached_schema = nullptr;
 Oid cached_namespace = InvalidOid;
@@ -237,9 +246,16 @@ void run_requests(JobInput *inputs, int count, JobResult *results, const OutboxS
         if (budget_ms >= 0)
             deadline = Clock::now() + Millis(budget_ms);
         // A budget means a COMMIT registering its own rows (register_own_entries).
-        std::vector<JobOutcome> outcomes = requests.run(
-            &interrupt_pending, deadline,
-            request_observer(budget_ms >= 0 ? StatsSource::Trigger : StatsSource::Worker));
+        RunOptions options;
+        options.deadline = deadline;
+        options.observer =
+            request_observer(budget_ms >= 0 ? StatsSource::Trigger : StatsSource::Worker);
+        // The worker does not wait out a Retry-After or a long backoff: it
+        // stores what is done and goes on with the next entries; the waiting
+        // ones are due again when their wait is over.
+        if (budget_ms < 0)
+            options.defer_waits_over = kLongestWaitInBatch;
+        std::vector<JobOutcome> outcomes = requests.run(&interrupt_pending, options);
         for (JobOutcome &outcome : outcomes) {
             if (outcome.tag >= static_cast<std::uint64_t>(count))
                 throw Error(ErrorKind::Internal, "request engine returned an unknown job");
@@ -266,6 +282,19 @@ void run_requests(JobInput *inputs, int count, JobResult *results, const OutboxS
             if (!error.detail().empty())
                 text += ": " + error.detail();
             result.error = server_text(text); // valid in the server encoding: last_error
+            long retry_after = error.retry_after_seconds();
+            result.retry_after_ms =
+                retry_after > 0 ? static_cast<int>(std::min(retry_after, 86400L) * 1000) : 0;
+            if (outcome.deferred) {
+                // Its retry is due in retry_in (at least the Retry-After).
+                result.retry_after_ms = static_cast<int>(
+                    std::min<long long>(outcome.retry_in.count(), 86400LL * 1000));
+                if (error.kind() == ErrorKind::RateLimited) {
+                    result.fate = Fate::Deferred;
+                    result.sqlstate = sqlstate_for(error.kind(), error.http_status());
+                    continue;
+                }
+            }
             switch (outcome.unfinished ? Fault::Transient
                                        : classify_failure(error.kind(), outcome.permanent)) {
             case Fault::Row:
@@ -279,9 +308,6 @@ void run_requests(JobInput *inputs, int count, JobResult *results, const OutboxS
                 break;
             }
             result.sqlstate = sqlstate_for(error.kind(), error.http_status());
-            long retry_after = error.retry_after_seconds();
-            result.retry_after_ms =
-                retry_after > 0 ? static_cast<int>(std::min(retry_after, 86400L) * 1000) : 0;
         }
     });
 }
@@ -387,6 +413,7 @@ void settle(const char *schema, const DeadLetterPolicy &policy, int64 *done, int
                                        : failed[i].fate == Fate::Transient  ? "transient"
                                        : failed[i].fate == Fate::Unfinished ? "unfinished"
                                        : failed[i].fate == Fate::Held       ? "held"
+                                       : failed[i].fate == Fate::Deferred   ? "deferred"
                                                                             : "systemic");
         retry_after[i] = Int32GetDatum(failed[i].retry_after_ms);
     }
@@ -411,7 +438,8 @@ void settle(const char *schema, const DeadLetterPolicy &policy, int64 *done, int
     // key, TLS, a broken reply) while the breaker stayed closed: the same for
     // every row, so no attempt; again in $7 seconds. Held (the breaker found
     // DFend unreachable) and unfinished (COMMIT's time budget ran out): no
-    // attempt, due at once; the breaker or the worker paces them.
+    // attempt, due at once; the breaker or the worker paces them. Deferred
+    // (a 429 the batch did not wait for): no attempt, due after its wait.
     char *update = psprintf(
         "UPDATE %s.dfend_outbox o SET last_error = v.error, "
         "attempts = o.attempts + CASE WHEN v.fate IN ('row', 'transient') THEN 1 ELSE 0 END, "
@@ -420,6 +448,7 @@ void settle(const char *schema, const DeadLetterPolicy &policy, int64 *done, int
         "pg_catalog.make_interval(secs => $6)) THEN 'dead' ELSE 'pending' END, "
         "next_attempt_at = pg_catalog.clock_timestamp() + pg_catalog.make_interval(secs => "
         "CASE WHEN v.fate = 'systemic' THEN $7 WHEN v.fate IN ('unfinished', 'held') THEN 0 "
+        "WHEN v.fate = 'deferred' THEN v.retry_after_ms / 1000.0 "
         "ELSE greatest(v.retry_after_ms / 1000.0, least($9, $8 * 2 ^ o.attempts) * "
         "(0.5 + pg_catalog.random() / 2)) END) "
         "FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]), "
