@@ -23,7 +23,7 @@
 #include "border.hpp"
 #include "dropped.hpp"
 #include "owner.hpp"
-#include "queue.hpp"
+#include "worker_slots.hpp"
 #include "settings.hpp"
 #include "stats.hpp"
 #include "values.hpp"

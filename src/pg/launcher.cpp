@@ -25,7 +25,9 @@
 // - With no free background worker slot (max_worker_processes), the
 //   launcher logs a WARNING at most once per kWarningIntervalMs and tries
 //   again at the next scan.
-#include "queue.hpp"
+#include "launcher.hpp"
+
+#include "worker_slots.hpp"
 
 #include <algorithm>
 
@@ -321,7 +323,7 @@ void register_launcher()
 
 void before_utility_statement(Node *statement)
 {
-    if (!statement || !queue_shared_memory_ready())
+    if (!statement || !worker_slots_ready())
         return;
     switch (nodeTag(statement)) {
     case T_DropdbStmt:

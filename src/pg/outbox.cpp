@@ -27,7 +27,7 @@
 #include "dropped.hpp"
 #include "owner.hpp"
 #include "pause.hpp"
-#include "queue.hpp"
+#include "worker_slots.hpp"
 #include "settings.hpp"
 #include "stats.hpp"
 #include "values.hpp"

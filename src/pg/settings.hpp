@@ -8,9 +8,6 @@ namespace dfend::pg {
 
 // Called from _PG_init.
 void define_settings();
-// Called from _PG_init: the hooks that keep the key out of SQL text, the
-// server log and pg_stat_activity (see statements.cpp).
-void install_statement_hook();
 
 // The settings in force for the next call, with the key resolved
 // (dfend.api_key, else the contents of dfend.api_key_file). C++-style:

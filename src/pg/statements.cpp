@@ -21,7 +21,9 @@
 // "Names the key" is textual, and cheap for ordinary statements: "dfend"
 // and "api_key" (not followed by an identifier character, so
 // dfend.api_key_file does not count) both occur, in any case.
-#include "queue.hpp"
+#include "statements.hpp"
+
+#include "launcher.hpp"
 
 #include "postgres.hpp"
 #include "lifecycle.hpp"
@@ -239,7 +241,7 @@ void process_utility(PlannedStmt *statement, const char *query, bool read_only_t
     PG_TRY();
     {
         // DROP / RENAME / TEMPLATE of a database: its worker steps aside.
-        before_utility_statement(statement->utilityStmt); // launcher.cpp
+        before_utility_statement(statement->utilityStmt);
         if (previous_utility_hook)
             previous_utility_hook(statement, query, read_only_tree, context, params,
                                   environment, destination, completion);

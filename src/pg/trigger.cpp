@@ -10,7 +10,7 @@
 #include "commit.hpp"
 #include "outbox.hpp"
 #include "owner.hpp"
-#include "queue.hpp"
+#include "worker_slots.hpp"
 #include "values.hpp"
 
 #include "postgres.hpp"

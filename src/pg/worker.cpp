@@ -1,7 +1,8 @@
 // The outbox worker: one dynamic background worker per database where dfend
 // is installed, started by the launcher (launcher.cpp) with the database's
-// OID. Woken by the latch that committing transactions set (see queue.cpp);
-// drains continuously while entries are due; polls only as a fallback.
+// OID. Woken by the latch that committing transactions set (see
+// worker_slots.cpp); drains continuously while entries are due; polls only as
+// a fallback.
 // SIGTERM aborts transfers in flight at once (the engine polls
 // ProcDiePending); SIGHUP reloads settings. It ends quietly (exit 0) when
 // dfend is not installed in its database (or is dropped), and between
@@ -12,7 +13,7 @@
 #include "backpressure.hpp"
 #include "outbox.hpp"
 #include "pause.hpp"
-#include "queue.hpp"
+#include "worker_slots.hpp"
 #include "settings.hpp"
 
 #include <algorithm>

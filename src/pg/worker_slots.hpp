@@ -8,8 +8,6 @@
 
 #include <cstdint>
 
-struct Node;
-
 namespace dfend::pg {
 
 // Slots in shared memory: databases with a worker running, starting,
@@ -33,25 +31,16 @@ void note_enqueued();
 
 // From _PG_init: the shared memory hooks (only when preloaded) and the
 // commit callback.
-void install_queue_hooks(bool preloaded);
+void install_worker_slot_hooks(bool preloaded);
 
-// Whether dfend's shared memory exists (dfend is preloaded).
-bool queue_shared_memory_ready();
+// Whether the worker slots' shared memory exists (dfend is preloaded).
+bool worker_slots_ready();
 
 // PostgreSQL-style: whether dfend.worker_databases lets the database named
 // `name` have a worker ("*", the default, or a list naming it).
 bool worker_database_allowed(const char *name);
 
 // --- Backends ----------------------------------------------------------------
-
-// PostgreSQL-style, from the ProcessUtility hook before a statement runs.
-// DROP DATABASE, ALTER DATABASE ... RENAME / SET TABLESPACE and CREATE
-// DATABASE ... TEMPLATE (of any database) fail while another session is
-// connected to the database they act on: the worker of that database leaves
-// and is kept out until the current transaction ends. CREATE / ALTER / DROP
-// EXTENSION dfend: when the transaction commits, the launcher and this
-// database's worker look again.
-void before_utility_statement(Node *statement);
 
 // PostgreSQL-style. Keeps the worker of `database` out until the current
 // transaction ends, and waits (bounded) until it has left.
@@ -77,9 +66,6 @@ void report_worker_state(const char *state);
 void report_worker_batch(std::int64_t registered, std::int64_t failed);
 
 // --- The launcher -----------------------------------------------------------
-
-// From _PG_init when preloaded: the launcher, a static background worker.
-void register_launcher();
 
 void claim_launcher();
 // What the launcher needs to know about one database's slot.

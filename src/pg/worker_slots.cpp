@@ -1,4 +1,4 @@
-#include "queue.hpp"
+#include "worker_slots.hpp"
 
 #include "settings.hpp"
 #include "values.hpp"
@@ -39,14 +39,14 @@ struct WorkerSlot {
     bool for_pause_only; // taken by a backend's pause; freed with it
 };
 
-struct QueueShared {
+struct SlotsShared {
     slock_t mutex;
     int launcher_pid;
     Latch *launcher_latch;
     WorkerSlot slots[kWorkerSlots];
 };
 
-QueueShared *shared = nullptr;
+SlotsShared *shared = nullptr;
 shmem_request_hook_type previous_request_hook = nullptr;
 shmem_startup_hook_type previous_startup_hook = nullptr;
 bool enqueued_in_transaction = false;
@@ -60,7 +60,7 @@ void request_shared_memory()
 {
     if (previous_request_hook)
         previous_request_hook();
-    RequestAddinShmemSpace(MAXALIGN(sizeof(QueueShared)));
+    RequestAddinShmemSpace(MAXALIGN(sizeof(SlotsShared)));
 }
 
 void attach_shared_memory()
@@ -69,9 +69,9 @@ void attach_shared_memory()
         previous_startup_hook();
     LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
     bool found = false;
-    shared = static_cast<QueueShared *>(ShmemInitStruct("dfend queue", sizeof(QueueShared), &found));
+    shared = static_cast<SlotsShared *>(ShmemInitStruct("dfend worker slots", sizeof(SlotsShared), &found));
     if (!found) {
-        memset(shared, 0, sizeof(QueueShared));
+        memset(shared, 0, sizeof(SlotsShared));
         SpinLockInit(&shared->mutex);
     }
     LWLockRelease(AddinShmemInitLock);
@@ -254,14 +254,14 @@ void note_extension_changed(bool installed)
     const char *name = get_database_name(MyDatabaseId);
     extension_installed_in_transaction = installed && name && worker_database_allowed(name);
 }
-bool queue_shared_memory_ready() { return shared != nullptr; }
+bool worker_slots_ready() { return shared != nullptr; }
 
 bool worker_database_allowed(const char *name)
 {
     return allowed_databases_contains(worker_databases(), name);
 }
 
-void install_queue_hooks(bool preloaded)
+void install_worker_slot_hooks(bool preloaded)
 {
     if (preloaded) {
         previous_request_hook = shmem_request_hook;
