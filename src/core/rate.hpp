@@ -28,7 +28,7 @@ struct RateSettings {
     // Where a fresh state starts (capped by max_rate): high enough that an
     // account without a limit is never paced; the first 429s bring it down
     // to what was actually sent (see close_epoch).
-    double initial_rate = 5000;
+    double initial_rate = 2000;
     double min_rate = 0.5;     // never slower than this, so probing goes on
 
     bool operator==(const RateSettings &o) const
