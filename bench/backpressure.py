@@ -232,6 +232,8 @@ def summary(path, concurrency, latency_ms, rate):
     print(f"20 ms API latency, {concurrency} requests in flight (dfend_backfill concurrency, "
           "dfend.worker_concurrency). 429 share: requests the emulator answered 429 / all its "
           "requests; retries per row: POSTs beyond one per row.")
+    if by.get("outage"):
+        print("The outage runs OUTAGE_ROUNDS rounds (default 1), since each lasts DOWN_SECONDS.")
     if errors:
         print(f"WARNING: {errors} round(s) ended with an error (see the log above)")
     if warnings:
