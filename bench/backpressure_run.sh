@@ -5,6 +5,7 @@
 # line of key=value pairs per round to $OUT/results.txt.
 set -euo pipefail
 source "$DFEND_ROOT/test/lib.sh"
+DFEND_RUN_DIR=$OUT   # lib.sh empties it; the emulators' port files and logs
 trap 'stop_emulators' EXIT
 results="$OUT/results.txt"
 helper="$DFEND_ROOT/bench/backpressure.py"
