@@ -61,6 +61,6 @@ log "conditions: $CONDITIONS; $ROUNDS round(s) each (outage: $OUTAGE_ROUNDS)"
 # The emulators are started inside, which sets dfend.api_url (the outage
 # restarts the emulator on the same port).
 pg_virtualenv -t -v 15 -o shared_preload_libraries=dfend \
-    -o "dfend.api_key_file=$DFEND_RUN_DIR/key" -o max_worker_processes=8 \
+    -o "dfend.api_key_file=$DFEND_RUN_DIR/key" \
     bash bench/backpressure_run.sh
 python3 bench/backpressure.py summary "$OUT/results.txt" "$CONCURRENCY" "$LATENCY_MS" "$RATE"

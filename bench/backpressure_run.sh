@@ -50,7 +50,7 @@ for db in bf w1 w2; do
 done
 # The workers' table: stored_at is when the worker stored the row's id.
 for db in w1 w2; do
-    psql -XAtq -v ON_ERROR_STOP=1 -d "$db" >/dev/null 2>&1 <<'SQL'
+    PGOPTIONS='-c client_min_messages=warning' psql -XAtq -v ON_ERROR_STOP=1 -d "$db" >/dev/null <<'SQL'
 CREATE TABLE users (id bigint PRIMARY KEY, email text, dfend_id text, stored_at timestamptz);
 SELECT dfend_attach('users', 'id', 'dfend_id', email_column => 'email');
 CREATE FUNCTION note_stored() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -209,7 +209,7 @@ drain_s=$(awk -v a="$recovered" -v b="$last" 'BEGIN { print b - a }')" w1
 # A first backfill pays for loading the library, connecting and the
 # catalog caches: a small one, not recorded, so that the first round does not.
 if [[ " $CONDITIONS " =~ " "(clean|faults|faults429|limit)" " ]]; then
-    psql -XAtq -v ON_ERROR_STOP=1 -d bf >/dev/null 2>&1 \
+    PGOPTIONS='-c client_min_messages=warning' psql -XAtq -v ON_ERROR_STOP=1 -d bf >/dev/null \
         -c "CREATE TABLE warm_up (id bigint PRIMARY KEY, email text, dfend_id text)" \
         -c "INSERT INTO warm_up SELECT g, 'w' || g || '@example.com' FROM generate_series(1, 500) g" \
         -c "CALL dfend_backfill('warm_up', user_id_column => 'id', id_column => 'dfend_id')" \
