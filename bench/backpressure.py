@@ -232,6 +232,9 @@ def summary(path, concurrency, latency_ms, rate):
     print(f"20 ms API latency, {concurrency} requests in flight (dfend_backfill concurrency, "
           "dfend.worker_concurrency). 429 share: requests the emulator answered 429 / all its "
           "requests; retries per row: POSTs beyond one per row.")
+    if by.get("shared"):
+        print("Shares: each database's part of the ids stored in 5 s windows (every 0.5 s) from 2 s after "
+              "the inserts to the last id, from the time the worker stored each id (a trigger on the table).")
     if by.get("outage"):
         print("The outage runs OUTAGE_ROUNDS rounds (default 1), since each lasts DOWN_SECONDS.")
     if errors:
