@@ -32,7 +32,8 @@ pg_virtualenv -t -v "$DFEND_PG_VERSION" -o "dfend.api_url=$DFEND_EMULATOR_URL" \
     fresh_dumped=$(PGDATABASE=fresh sql "$dumped")
     expect_match "a fresh install dumps the backfill history" "$fresh_dumped" "dfend_backfill_run,"
 
-    # The triggers dfend_attach makes now, on the tables the loop attaches.
+    # The insert triggers dfend_attach makes now, on the tables the loop
+    # attaches (the update triggers of 0.1.0 attachments keep their own WHEN).
     attach_tables() {
         sql "CREATE TABLE users (id int PRIMARY KEY, email text, dfend_id text)" >/dev/null
         sql "SELECT dfend_attach(\$\$users\$\$, \$\$id\$\$, \$\$dfend_id\$\$, \$\$email\$\$)" >/dev/null
@@ -46,7 +47,7 @@ pg_virtualenv -t -v "$DFEND_PG_VERSION" -o "dfend.api_url=$DFEND_EMULATOR_URL" \
         sql "ALTER TABLE quiet DISABLE TRIGGER dfend_insert" >/dev/null
     }
     triggers="SELECT string_agg(tgrelid::regclass::text || \$\$ \$\$ || tgenabled::text || \$\$ \$\$ || pg_get_triggerdef(oid), chr(10) ORDER BY tgrelid::regclass::text, tgname)
-              FROM pg_trigger WHERE tgname LIKE \$\$dfend%\$\$"
+              FROM pg_trigger WHERE tgname = \$\$dfend_insert\$\$"
     PGDATABASE=fresh attach_tables
     fresh_triggers=$(PGDATABASE=fresh sql "$triggers")
     expect_match "a fresh dfend_attach makes a statement trigger reading the inserted rows" "$fresh_triggers" \
@@ -112,7 +113,7 @@ pg_virtualenv -t -v "$DFEND_PG_VERSION" -o "dfend.api_url=$DFEND_EMULATOR_URL" \
         pass "$from: the attached tables now have the triggers a fresh dfend_attach makes (a disabled one stays disabled)"
     else
         fail "$from: the attached tables have other triggers than a fresh dfend_attach makes"
-        diff <(echo "$fresh_triggers") <(echo "$updated_triggers") | head -20
+        diff <(echo "$fresh_triggers") <(echo "$updated_triggers") | head -20 || true
     fi
     sql "INSERT INTO users SELECT i, format(\$\$u%s@example.com\$\$, i) FROM generate_series(10, 19) AS i" >/dev/null
     expect "$from: the statement trigger queues each row of a multi-row INSERT once" \
