@@ -62,6 +62,14 @@ INSERT INTO bulk_users (id, email) VALUES (12, 'changed12@example.com'), (14, 'c
 ON CONFLICT (id) DO UPDATE SET email = EXCLUDED.email;
 SELECT user_id, reason FROM dfend_outbox ORDER BY entry_id;
 
+-- MERGE: the rows it inserts, once each (and the rows it changes, by
+-- dfend_update).
+MERGE INTO bulk_users u
+USING (VALUES (14, 'm14@example.com'), (15, 'c15@example.com')) AS s(id, email) ON u.id = s.id
+WHEN MATCHED THEN UPDATE SET email = s.email
+WHEN NOT MATCHED THEN INSERT (id, email) VALUES (s.id, s.email);
+SELECT user_id, reason FROM dfend_outbox WHERE user_id IN ('14', '15') ORDER BY entry_id;
+
 -- Several INSERTs into the table in one query: each row once.
 WITH a AS (INSERT INTO bulk_users (id, email) VALUES (21, 'c21@example.com')),
      b AS (INSERT INTO bulk_users (id, email) VALUES (22, 'c22@example.com'), (23, 'c23@example.com'))

@@ -17,6 +17,8 @@
 #include "queue.hpp"
 #include "values.hpp"
 
+#include <algorithm>
+
 #include "postgres.hpp"
 
 extern "C" {
@@ -246,15 +248,16 @@ struct OutboxWriter {
     Relation outbox;
     EState *estate;
     ResultRelInfo *result_relation;
-    TupleTableSlot **slots; // kBatchRows, made as they are first needed
-    int made, used;
+    TupleTableSlot **slots; // capacity, made as they are first needed
+    int capacity, made, used;
     CommandId command;
     TimestampTz now;
     MemoryContext batch_memory; // the batch's values, reset after each
     Datum state, reason;
 };
 
-void writer_open(OutboxWriter *writer, const char *reason)
+// capacity: the most entries written at once (at most kBatchRows).
+void writer_open(OutboxWriter *writer, const char *reason, int capacity)
 {
     *writer = {};
     writer->target = find_outbox();
@@ -263,7 +266,8 @@ void writer_open(OutboxWriter *writer, const char *reason)
     writer->result_relation = makeNode(ResultRelInfo);
     InitResultRelInfo(writer->result_relation, writer->outbox, 1, nullptr, 0);
     ExecOpenIndices(writer->result_relation, false);
-    writer->slots = (TupleTableSlot **) palloc0(sizeof(TupleTableSlot *) * kBatchRows);
+    writer->capacity = std::clamp(capacity, 1, kBatchRows);
+    writer->slots = (TupleTableSlot **) palloc0(sizeof(TupleTableSlot *) * writer->capacity);
     writer->command = GetCurrentCommandId(true);
     writer->now = GetCurrentTransactionStartTimestamp(); // what now() returns
     writer->batch_memory =
@@ -291,7 +295,7 @@ void writer_flush(OutboxWriter *writer)
 int64 writer_add(OutboxWriter *writer, Oid table, const char *user_id)
 {
     const OutboxTarget &target = writer->target;
-    if (writer->used == kBatchRows)
+    if (writer->used == writer->capacity)
         writer_flush(writer);
     if (writer->used == writer->made)
         writer->slots[writer->made++] =
@@ -367,7 +371,7 @@ Datum enqueue_row(TriggerData *data)
     // round a float key onto another row's.
     char *key = key_text(user_id, TupleDescAttr(desc, user_number - 1)->atttypid);
     OutboxWriter writer;
-    writer_open(&writer, is_update ? "update" : "insert");
+    writer_open(&writer, is_update ? "update" : "insert", 1);
     int64 entry_id = writer_add(&writer, queued_table, key);
     writer_close(&writer);
     note_enqueued();
@@ -410,7 +414,7 @@ void enqueue_statement(TriggerData *data)
             continue;
         check_user_id_size(user_id, desc, user_number, args[1], relation);
         if (!writing) {
-            writer_open(&writer, "insert");
+            writer_open(&writer, "insert", (int) std::min<int64>(tuplestore_tuple_count(rows), kBatchRows));
             writing = true;
         }
         MemoryContext caller = MemoryContextSwitchTo(writer.batch_memory);
