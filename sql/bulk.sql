@@ -12,15 +12,18 @@ SELECT tgname, tgtype, tgnewtable, tgoldtable FROM pg_trigger
 WHERE tgrelid = 'bulk_users'::regclass ORDER BY tgname;
 
 -- A multi-row INSERT: one entry per row, in the rows' order. A row without
--- a user id or with its DFend id already set needs none.
+-- a user id or with its DFend id already set needs none. The entries are
+-- those the row trigger wrote: due at the transaction's start.
+BEGIN;
 INSERT INTO bulk_users (id, email, dfend_id) VALUES
     (1, 'one@example.com', NULL), (2, 'two@example.com', NULL),
     (NULL, 'nobody@example.com', NULL), (3, 'three@example.com', 'idn_restored'),
     (4, 'four@example.com', NULL);
-DELETE FROM bulk_users WHERE id IS NULL;
 SELECT user_id, reason, state, attempts, next_attempt_at = now() AS due_now,
-       enqueued_at = now() AS enqueued_now
+       enqueued_at = now() AS enqueued_now, last_error, missing_since
 FROM dfend_outbox ORDER BY entry_id;
+COMMIT;
+DELETE FROM bulk_users WHERE id IS NULL;
 SELECT dfend_process_queue();
 SELECT id, dfend_id LIKE 'idn_%' AS has_id FROM bulk_users ORDER BY id;
 
