@@ -12,8 +12,8 @@ SELECT tgname, tgtype, tgnewtable, tgoldtable FROM pg_trigger
 WHERE tgrelid = 'bulk_users'::regclass ORDER BY tgname;
 
 -- A multi-row INSERT: one entry per row, in the rows' order. A row without
--- a user id or with its DFend id already set needs none. The entries are
--- those the row trigger wrote: due at the transaction's start.
+-- a user id or with its DFend id already set needs none. Each entry holds
+-- what the row trigger wrote: due at the transaction's start.
 BEGIN;
 INSERT INTO bulk_users (id, email, dfend_id) VALUES
     (1, 'one@example.com', NULL), (2, 'two@example.com', NULL),
