@@ -291,12 +291,11 @@ void writer_flush(OutboxWriter *writer)
 }
 
 // Queues the row whose user id (key text) is given; returns its entry's id.
-// user_id may live in the batch's memory.
+// user_id may live in the batch's memory: the batch is written (and its
+// memory reset) only once the entry holds a copy, when the batch is full.
 int64 writer_add(OutboxWriter *writer, Oid table, const char *user_id)
 {
     const OutboxTarget &target = writer->target;
-    if (writer->used == writer->capacity)
-        writer_flush(writer);
     if (writer->used == writer->made)
         writer->slots[writer->made++] =
             MakeSingleTupleTableSlot(RelationGetDescr(writer->outbox),
@@ -321,6 +320,8 @@ int64 writer_add(OutboxWriter *writer, Oid table, const char *user_id)
     set(target.next_attempt_at, TimestampTzGetDatum(writer->now));
     set(target.enqueued_at, TimestampTzGetDatum(writer->now));
     ExecStoreVirtualTuple(slot);
+    if (writer->used == writer->capacity)
+        writer_flush(writer);
     return entry_id;
 }
 
@@ -414,7 +415,8 @@ void enqueue_statement(TriggerData *data)
             continue;
         check_user_id_size(user_id, desc, user_number, args[1], relation);
         if (!writing) {
-            writer_open(&writer, "insert", (int) std::min<int64>(tuplestore_tuple_count(rows), kBatchRows));
+            int64 count = tuplestore_tuple_count(rows);
+            writer_open(&writer, "insert", (int) std::min<int64>(count, kBatchRows));
             writing = true;
         }
         MemoryContext caller = MemoryContextSwitchTo(writer.batch_memory);
