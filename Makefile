@@ -15,7 +15,7 @@ OBJS = $(CORE_SRCS:.cpp=.o) $(PG_SRCS:.cpp=.o)
 # (test/installcheck.sh) and skips the files that need the runner's setup:
 #   tls: three more emulators serving certificates from a private CA;
 #   stats: shared-memory statistics, which need shared_preload_libraries.
-REGRESS = setup register reads validation errors retries secrecy tls cancel attach sync fields status stats backfill replies latin1 missing attacks lifecycle
+REGRESS = setup register reads validation errors retries secrecy tls cancel attach sync fields status stats backfill replies latin1 missing attacks bulk lifecycle
 REGRESS_NEEDS_RUNNER = tls stats
 REGRESS_OPTS = --load-extension=dfend
 ifndef DFEND_EMULATOR_URL

@@ -296,8 +296,17 @@ BEGIN
                            coalesce(email_column, ''), coalesce(phone_column, ''),
                            coalesce(metadata_column, ''), merge, on_error);
     -- AFTER in both modes: a sync table's rows are registered by COMMIT.
-    EXECUTE format('CREATE TRIGGER dfend_insert AFTER INSERT ON %s FOR EACH ROW EXECUTE FUNCTION @extschema@.dfend_trigger(%s)',
-                   table_name, trigger_args);
+    -- One call per statement, which queues the rows of its transition table
+    -- together. A partitioned table keeps a row trigger, which its partitions
+    -- clone: a partition cannot have a transition table, and rows inserted
+    -- into a partition directly fire no statement trigger of its parent.
+    IF relation_kind = 'p' THEN
+        EXECUTE format('CREATE TRIGGER dfend_insert AFTER INSERT ON %s FOR EACH ROW EXECUTE FUNCTION @extschema@.dfend_trigger(%s)',
+                       table_name, trigger_args);
+    ELSE
+        EXECUTE format('CREATE TRIGGER dfend_insert AFTER INSERT ON %s REFERENCING NEW TABLE AS dfend_inserted FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.dfend_trigger(%s)',
+                       table_name, trigger_args);
+    END IF;
     -- A changed user id, email, phone or metadata re-registers the user (with
     -- merge); an update of the id column alone never calls DFend.
     contact_columns := array_remove(ARRAY[user_id_column, email_column, phone_column, metadata_column], NULL);

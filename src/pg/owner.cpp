@@ -247,23 +247,37 @@ char *read_contact_fields(HeapTuple row, TupleDesc desc, int first_column, char 
     return nullptr;
 }
 
-char *key_text(Datum value, Oid type)
+void prepare_key_printer(KeyPrinter *printer, Oid type)
 {
-    Oid base = getBaseType(type);
-    if (base == FLOAT8OID) {
+    printer->base = getBaseType(type);
+    if (printer->base == FLOAT8OID || printer->base == FLOAT4OID)
+        return;
+    Oid output;
+    bool is_varlena;
+    getTypeOutputInfo(type, &output, &is_varlena);
+    fmgr_info(output, &printer->output);
+}
+
+char *print_key(KeyPrinter *printer, Datum value)
+{
+    if (printer->base == FLOAT8OID) {
         char *text = (char *) palloc(DOUBLE_SHORTEST_DECIMAL_LEN);
         double_to_shortest_decimal_buf(DatumGetFloat8(value), text);
         return text;
     }
-    if (base == FLOAT4OID) {
+    if (printer->base == FLOAT4OID) {
         char *text = (char *) palloc(FLOAT_SHORTEST_DECIMAL_LEN);
         float_to_shortest_decimal_buf(DatumGetFloat4(value), text);
         return text;
     }
-    Oid output;
-    bool is_varlena;
-    getTypeOutputInfo(type, &output, &is_varlena);
-    return OidOutputFunctionCall(output, value);
+    return OutputFunctionCall(&printer->output, value);
+}
+
+char *key_text(Datum value, Oid type)
+{
+    KeyPrinter printer;
+    prepare_key_printer(&printer, type);
+    return print_key(&printer, value);
 }
 
 char *bounded_key_text(HeapTuple row, TupleDesc desc, int column)

@@ -120,6 +120,15 @@ char *read_contact_fields(HeapTuple row, TupleDesc desc, int first_column, char 
 // their output function. The trigger, the worker and the backfill all use it.
 char *key_text(Datum value, Oid type);
 
+// key_text with its type's lookups done once, for many values of one
+// column (the statement trigger): prepare_key_printer, then print_key.
+struct KeyPrinter {
+    Oid base;         // the type, or the type a domain is based on
+    FmgrInfo output;  // its output function, unless base is a float
+};
+void prepare_key_printer(KeyPrinter *printer, Oid type);
+char *print_key(KeyPrinter *printer, Datum value);
+
 // A user id column's value as its text (key::text: char(n) without its
 // padding), or nullptr when it is longer than kMaxFieldBytes.
 char *bounded_key_text(HeapTuple row, TupleDesc desc, int column);

@@ -2,7 +2,11 @@
 // arguments carry the mapping, so a row costs no catalog lookup:
 //   mode ('sync' | 'async'), user id column, id column, email column,
 //   phone column, metadata column ('' when absent), merge, on_error.
-// Both modes fire AFTER INSERT/UPDATE and write an outbox entry for the row.
+// Both modes fire AFTER INSERT/UPDATE and write an outbox entry for each new
+// or changed row. dfend_insert is a statement trigger that reads the
+// statement's rows from its transition table and writes their entries in
+// one pass (a partitioned table's dfend_insert, and one made before 0.4.0,
+// is a row trigger); dfend_update is a row trigger.
 // async: the worker sends it after commit.
 // sync: the transaction's COMMIT sends it, just before it completes
 //   (commit.cpp), so a row that is never stored is never registered.
@@ -13,11 +17,15 @@
 #include "worker_slots.hpp"
 #include "values.hpp"
 
+#include <algorithm>
+
 #include "postgres.hpp"
 
 extern "C" {
 #include "access/detoast.h"
+#include "access/tableam.h"
 #include "catalog/pg_trigger.h"
+#include "utils/tuplestore.h"
 }
 
 namespace dfend::pg {
@@ -36,15 +44,10 @@ int column_number(TupleDesc desc, const char *name, Relation relation)
     return number;
 }
 
-// The row's user id as text; refuses one too long to be a user id before
-// copying it into the outbox.
-char *user_id_of(HeapTuple row, TupleDesc desc, const char *column, Relation relation)
+// Refuses a user id too long to be one before it is copied into the outbox.
+void check_user_id_size(Datum value, TupleDesc desc, int number, const char *column,
+                        Relation relation)
 {
-    int number = column_number(desc, column, relation);
-    bool isnull = true;
-    Datum value = heap_getattr(row, number, desc, &isnull);
-    if (isnull)
-        return nullptr;
     if (TupleDescAttr(desc, number - 1)->attlen == -1 &&
         toast_raw_datum_size(value) > (Size) kMaxFieldBytes + VARHDRSZ)
         ereport(ERROR, (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
@@ -52,9 +55,6 @@ char *user_id_of(HeapTuple row, TupleDesc desc, const char *column, Relation rel
                                "register with DFend",
                                column, RelationGetRelationName(relation)),
                         errdetail("dfend reads at most %d bytes of a column.", kMaxFieldBytes)));
-    // Not SPI_getvalue: the inserting session's extra_float_digits must not
-    // round a float key onto another row's.
-    return key_text(value, TupleDescAttr(desc, number - 1)->atttypid);
 }
 
 // Where an outbox entry goes, looked up once per backend and forgotten when
@@ -104,21 +104,34 @@ void register_invalidation()
 }
 
 // Whether the trigger is shaped as dfend_attach makes it (or as a partition
-// clones it): named dfend_insert, a row trigger on INSERT alone; or named
-// dfend_update, a row trigger on UPDATE OF exactly the mapped columns, with
-// a WHEN clause. Names are unique per table, so each exists at most once;
-// an owner can only replace dfend's own trigger, not add more.
+// clones it): named dfend_insert, on INSERT alone, either a statement
+// trigger reading a NEW TABLE or a plain row trigger; or named dfend_update,
+// a row trigger on UPDATE OF exactly the mapped columns, with a WHEN clause.
+// Names are unique per table, so each exists at most once; an owner can
+// only replace dfend's own trigger, not add more. Either form of
+// dfend_insert writes the same entries: the statement's inserted rows,
+// which PostgreSQL itself collects.
 const char *shape_problem(const Trigger *trigger, Relation relation)
 {
     int16 type = trigger->tgtype;
     int16 events = type & (TRIGGER_TYPE_INSERT | TRIGGER_TYPE_UPDATE | TRIGGER_TYPE_DELETE |
                            TRIGGER_TYPE_TRUNCATE);
-    if (!TRIGGER_FOR_ROW(type) || trigger->tgoldtable || trigger->tgnewtable)
-        return "It is not a plain row trigger.";
-    if (strcmp(trigger->tgname, "dfend_insert") == 0)
-        return events == TRIGGER_TYPE_INSERT ? nullptr : "dfend_insert fires on INSERT alone.";
+    if (trigger->tgoldtable)
+        return "It has an OLD TABLE.";
+    if (strcmp(trigger->tgname, "dfend_insert") == 0) {
+        if (events != TRIGGER_TYPE_INSERT)
+            return "dfend_insert fires on INSERT alone.";
+        if (TRIGGER_FOR_ROW(type))
+            return trigger->tgnewtable ? "A row trigger dfend_insert has no NEW TABLE." : nullptr;
+        return trigger->tgnewtable && TRIGGER_FOR_AFTER(type) && !trigger->tgqual
+                   ? nullptr
+                   : "A statement trigger dfend_insert fires AFTER INSERT, with a NEW TABLE "
+                     "and no WHEN clause.";
+    }
     if (strcmp(trigger->tgname, "dfend_update") != 0)
         return "Its name is not dfend_insert or dfend_update.";
+    if (!TRIGGER_FOR_ROW(type) || trigger->tgnewtable)
+        return "It is not a plain row trigger.";
     if (events != TRIGGER_TYPE_UPDATE || !trigger->tgqual)
         return "dfend_update fires on UPDATE alone, with a WHEN clause.";
     // UPDATE OF: the user id, email, phone and metadata columns (those mapped).
@@ -221,48 +234,203 @@ const OutboxTarget &find_outbox()
     return outbox_target;
 }
 
-// Adds a pending outbox entry for the row. A direct heap and index insert:
-// it runs for every inserted user, and planning and running an INSERT
-// statement per row costs several times more. The values are the columns'
-// defaults in dfend--*.sql; the CHECK constraints hold by construction.
-// Returns the entry's id.
-int64 enqueue(Oid table, const char *user_id, const char *reason)
+// Writes pending outbox entries: a direct heap and index insert, since it
+// runs for every inserted user, and planning and running an INSERT statement
+// per row costs several times more. The entries of one trigger call go in
+// batches: one multi-insert into the heap, then their index entries, with
+// the table, its indexes and their predicates opened once. The values are
+// the columns' defaults in dfend--*.sql; the CHECK constraints hold by
+// construction.
+constexpr int kBatchRows = 1000;
+
+struct OutboxWriter {
+    OutboxTarget target;
+    Relation outbox;
+    EState *estate;
+    ResultRelInfo *result_relation;
+    TupleTableSlot **slots; // capacity, made as they are first needed
+    int capacity, made, used;
+    CommandId command;
+    TimestampTz now;
+    MemoryContext batch_memory; // the batch's values, reset after each
+    Datum state, reason;
+};
+
+// capacity: the most entries written at once (at most kBatchRows).
+void writer_open(OutboxWriter *writer, const char *reason, int capacity)
 {
-    const OutboxTarget &target = find_outbox();
-    Relation outbox = table_open(target.table, RowExclusiveLock);
-    TupleDesc desc = RelationGetDescr(outbox);
-    Datum *values = (Datum *) palloc0(sizeof(Datum) * desc->natts);
-    bool *nulls = (bool *) palloc(sizeof(bool) * desc->natts);
-    memset(nulls, true, sizeof(bool) * desc->natts);
+    *writer = {};
+    writer->target = find_outbox();
+    writer->outbox = table_open(writer->target.table, RowExclusiveLock);
+    writer->estate = CreateExecutorState();
+    writer->result_relation = makeNode(ResultRelInfo);
+    InitResultRelInfo(writer->result_relation, writer->outbox, 1, nullptr, 0);
+    ExecOpenIndices(writer->result_relation, false);
+    writer->capacity = std::clamp(capacity, 1, kBatchRows);
+    writer->slots = (TupleTableSlot **) palloc0(sizeof(TupleTableSlot *) * writer->capacity);
+    writer->command = GetCurrentCommandId(true);
+    writer->now = GetCurrentTransactionStartTimestamp(); // what now() returns
+    writer->batch_memory =
+        AllocSetContextCreate(CurrentMemoryContext, "dfend outbox batch", ALLOCSET_DEFAULT_SIZES);
+    writer->state = CStringGetTextDatum("pending");
+    writer->reason = CStringGetTextDatum(reason);
+}
+
+void writer_flush(OutboxWriter *writer)
+{
+    if (writer->used == 0)
+        return;
+    table_multi_insert(writer->outbox, writer->slots, writer->used, writer->command, 0, nullptr);
+    for (int i = 0; i < writer->used; ++i) {
+        compat::insert_index_tuples(writer->result_relation, writer->slots[i], writer->estate);
+        ResetPerTupleExprContext(writer->estate);
+        ExecClearTuple(writer->slots[i]);
+    }
+    writer->used = 0;
+    MemoryContextReset(writer->batch_memory);
+}
+
+// Queues the row whose user id (key text) is given; returns its entry's id.
+// user_id may live in the batch's memory: the batch is written (and its
+// memory reset) only once the entry holds a copy, when the batch is full.
+int64 writer_add(OutboxWriter *writer, Oid table, const char *user_id)
+{
+    const OutboxTarget &target = writer->target;
+    if (writer->used == writer->made)
+        writer->slots[writer->made++] =
+            MakeSingleTupleTableSlot(RelationGetDescr(writer->outbox),
+                                     table_slot_callbacks(writer->outbox));
+    TupleTableSlot *slot = writer->slots[writer->used++];
+    Datum *values = slot->tts_values;
+    bool *nulls = slot->tts_isnull;
+    memset(nulls, true, sizeof(bool) * slot->tts_tupleDescriptor->natts);
     auto set = [&](AttrNumber column, Datum value) {
         values[column - 1] = value;
         nulls[column - 1] = false;
     };
-    TimestampTz now = GetCurrentTransactionStartTimestamp(); // what now() returns
     int64 entry_id = nextval_internal(target.sequence, false);
+    MemoryContext caller = MemoryContextSwitchTo(writer->batch_memory);
     set(target.entry_id, Int64GetDatum(entry_id));
     set(target.table_name, ObjectIdGetDatum(table));
     set(target.user_id, CStringGetTextDatum(user_id));
-    set(target.reason, CStringGetTextDatum(reason));
-    set(target.state, CStringGetTextDatum("pending"));
+    MemoryContextSwitchTo(caller);
+    set(target.reason, writer->reason);
+    set(target.state, writer->state);
     set(target.attempts, Int32GetDatum(0));
-    set(target.next_attempt_at, TimestampTzGetDatum(now));
-    set(target.enqueued_at, TimestampTzGetDatum(now));
-
-    EState *estate = CreateExecutorState();
-    ResultRelInfo *result_relation = makeNode(ResultRelInfo);
-    InitResultRelInfo(result_relation, outbox, 1, nullptr, 0);
-    ExecOpenIndices(result_relation, false);
-    TupleTableSlot *slot = MakeSingleTupleTableSlot(desc, &TTSOpsHeapTuple);
-    ExecStoreHeapTuple(heap_form_tuple(desc, values, nulls), slot, false);
-    simple_table_tuple_insert(outbox, slot);
-    compat::insert_index_tuples(result_relation, slot, estate);
-    ExecDropSingleTupleTableSlot(slot);
-    ExecCloseIndices(result_relation);
-    FreeExecutorState(estate);
-    table_close(outbox, NoLock);
-    note_enqueued();
+    set(target.next_attempt_at, TimestampTzGetDatum(writer->now));
+    set(target.enqueued_at, TimestampTzGetDatum(writer->now));
+    ExecStoreVirtualTuple(slot);
+    if (writer->used == writer->capacity)
+        writer_flush(writer);
     return entry_id;
+}
+
+void writer_close(OutboxWriter *writer)
+{
+    writer_flush(writer);
+    for (int i = 0; i < writer->made; ++i)
+        ExecDropSingleTupleTableSlot(writer->slots[i]);
+    ExecCloseIndices(writer->result_relation);
+    FreeExecutorState(writer->estate);
+    MemoryContextDelete(writer->batch_memory);
+    table_close(writer->outbox, NoLock);
+}
+
+// The table a row is queued under: the attached one, which is the root of
+// a partitioned table (its mapping is what the worker reads).
+Oid queued_table_of(Relation relation)
+{
+    Oid table = RelationGetRelid(relation);
+    return relation->rd_rel->relispartition ? llast_oid(get_partition_ancestors(table)) : table;
+}
+
+// The row trigger: one entry for the new or changed row. A BEFORE trigger
+// (a sync table's, made before 0.3.0) hands the row on unchanged.
+Datum enqueue_row(TriggerData *data)
+{
+    char **args = data->tg_trigger->tgargs;
+    const bool is_update = TRIGGER_FIRED_BY_UPDATE(data->tg_event);
+    Relation relation = data->tg_relation;
+    TupleDesc desc = RelationGetDescr(relation);
+    HeapTuple row = is_update ? data->tg_newtuple : data->tg_trigtuple;
+    Oid queued_table = queued_table_of(relation);
+    verify_trigger(data->tg_trigger, TRIGGER_FIRED_BEFORE(data->tg_event), queued_table,
+                   relation);
+    Datum unchanged = PointerGetDatum(TRIGGER_FIRED_BEFORE(data->tg_event) ? row : nullptr);
+
+    int user_number = column_number(desc, args[1], relation);
+    int id_number = column_number(desc, args[2], relation);
+    bool user_is_null = true, id_is_null = true;
+    Datum user_id = heap_getattr(row, user_number, desc, &user_is_null);
+    (void) heap_getattr(row, id_number, desc, &id_is_null);
+    // Nothing to register without a user id; an inserted row that already
+    // carries its DFend id (a restore, a copy) needs no call either.
+    if (user_is_null || (!is_update && !id_is_null))
+        return unchanged;
+    check_user_id_size(user_id, desc, user_number, args[1], relation);
+    // Not SPI_getvalue: the inserting session's extra_float_digits must not
+    // round a float key onto another row's.
+    char *key = key_text(user_id, TupleDescAttr(desc, user_number - 1)->atttypid);
+    OutboxWriter writer;
+    writer_open(&writer, is_update ? "update" : "insert", 1);
+    int64 entry_id = writer_add(&writer, queued_table, key);
+    writer_close(&writer);
+    note_enqueued();
+    if (strcmp(args[0], "sync") == 0)
+        register_at_commit(entry_id);
+    return unchanged;
+}
+
+// The statement trigger: one entry for each row in the transition table
+// (the rows the statement inserted, as PostgreSQL collected them; never
+// the owner's code), with the same rules as the row trigger.
+void enqueue_statement(TriggerData *data)
+{
+    char **args = data->tg_trigger->tgargs;
+    Relation relation = data->tg_relation;
+    TupleDesc desc = RelationGetDescr(relation);
+    Oid queued_table = queued_table_of(relation);
+    verify_trigger(data->tg_trigger, false, queued_table, relation);
+    Tuplestorestate *rows = data->tg_newtable;
+    if (!rows)
+        refuse_trigger("A statement trigger dfend_insert reads a NEW TABLE.");
+    const bool sync = strcmp(args[0], "sync") == 0;
+    int user_number = column_number(desc, args[1], relation);
+    int id_number = column_number(desc, args[2], relation);
+    KeyPrinter printer;
+    prepare_key_printer(&printer, TupleDescAttr(desc, user_number - 1)->atttypid);
+
+    // A read pointer of our own, from the start, as a scan of the
+    // transition table in SQL takes one.
+    tuplestore_select_read_pointer(rows, tuplestore_alloc_read_pointer(rows, 0));
+    tuplestore_rescan(rows);
+    TupleTableSlot *row = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
+    OutboxWriter writer;
+    bool writing = false;
+    while (tuplestore_gettupleslot(rows, true, false, row)) {
+        bool user_is_null = true, id_is_null = true;
+        Datum user_id = slot_getattr(row, user_number, &user_is_null);
+        (void) slot_getattr(row, id_number, &id_is_null);
+        if (user_is_null || !id_is_null)
+            continue;
+        check_user_id_size(user_id, desc, user_number, args[1], relation);
+        if (!writing) {
+            int64 count = tuplestore_tuple_count(rows);
+            writer_open(&writer, "insert", (int) std::min<int64>(count, kBatchRows));
+            writing = true;
+        }
+        MemoryContext caller = MemoryContextSwitchTo(writer.batch_memory);
+        char *key = print_key(&printer, user_id);
+        MemoryContextSwitchTo(caller);
+        int64 entry_id = writer_add(&writer, queued_table, key);
+        if (sync)
+            register_at_commit(entry_id);
+    }
+    ExecDropSingleTupleTableSlot(row);
+    if (writing) {
+        writer_close(&writer);
+        note_enqueued();
+    }
 }
 
 } // namespace
@@ -281,40 +449,18 @@ Datum dfend_trigger(PG_FUNCTION_ARGS)
         ereport(ERROR, (errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
                         errmsg("dfend_trigger() was not called by the trigger manager")));
     TriggerData *data = (TriggerData *) fcinfo->context;
-    if (!TRIGGER_FIRED_FOR_ROW(data->tg_event) || TRIGGER_FIRED_BY_DELETE(data->tg_event) ||
-        data->tg_trigger->tgnargs != 8)
+    TriggerEvent event = data->tg_event;
+    const bool row = TRIGGER_FIRED_FOR_ROW(event);
+    if (data->tg_trigger->tgnargs != 8 || TRIGGER_FIRED_BY_DELETE(event) ||
+        TRIGGER_FIRED_BY_TRUNCATE(event) ||
+        (!row && (!TRIGGER_FIRED_BY_INSERT(event) || !TRIGGER_FIRED_AFTER(event))))
         ereport(ERROR, (errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
                         errmsg("dfend_trigger() must be created by dfend_attach"),
                         errhint("Use dfend_attach to attach a table.")));
-    char **args = data->tg_trigger->tgargs;
-    const bool sync = strcmp(args[0], "sync") == 0;
-    const bool is_update = TRIGGER_FIRED_BY_UPDATE(data->tg_event);
-    Relation relation = data->tg_relation;
-    TupleDesc desc = RelationGetDescr(relation);
-    HeapTuple row = is_update ? data->tg_newtuple : data->tg_trigtuple;
-    // Rows of a partitioned table are queued under the table that was
-    // attached (the root), whose mapping the worker reads.
-    Oid queued_table = RelationGetRelid(relation);
-    if (relation->rd_rel->relispartition)
-        queued_table = llast_oid(get_partition_ancestors(queued_table));
-    verify_trigger(data->tg_trigger, TRIGGER_FIRED_BEFORE(data->tg_event), queued_table,
-                   relation);
-
-    char *user_id = user_id_of(row, desc, args[1], relation);
-    int id_number = column_number(desc, args[2], relation);
-    bool id_is_null = true;
-    (void) SPI_getbinval(row, desc, id_number, &id_is_null);
-    // Nothing to register without a user id; an inserted row that already
-    // carries its DFend id (a restore, a copy) needs no call either.
-    // An AFTER trigger's result is ignored; a (pre-0.3.0) BEFORE trigger
-    // must hand the row on unchanged.
-    Datum unchanged = PointerGetDatum(TRIGGER_FIRED_BEFORE(data->tg_event) ? row : nullptr);
-    if (!user_id || (!is_update && !id_is_null))
-        return unchanged;
-    int64 entry_id = enqueue(queued_table, user_id, is_update ? "update" : "insert");
-    if (sync)
-        register_at_commit(entry_id);
-    return unchanged;
+    if (row)
+        return enqueue_row(data);
+    enqueue_statement(data);
+    return PointerGetDatum(nullptr);
 }
 
 } // extern "C"

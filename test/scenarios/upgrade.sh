@@ -1,8 +1,9 @@
 #!/bin/bash
-# ALTER EXTENSION dfend UPDATE from 0.1.0 and from 0.2.0 (their install
+# ALTER EXTENSION dfend UPDATE from 0.1.0, 0.2.0 and 0.3.0 (their install
 # scripts are kept in sql/ unchanged): attachments, pending entries and dead letters survive, the
 # updated objects are exactly those of a fresh install of the new version,
-# and the queue still drains.
+# the attached tables' triggers are those dfend_attach makes now, and the
+# queue still drains.
 source "$(dirname "$0")/../lib.sh"
 start_scenario
 
@@ -31,15 +32,45 @@ pg_virtualenv -t -v "$DFEND_PG_VERSION" -o "dfend.api_url=$DFEND_EMULATOR_URL" \
     fresh_dumped=$(PGDATABASE=fresh sql "$dumped")
     expect_match "a fresh install dumps the backfill history" "$fresh_dumped" "dfend_backfill_run,"
 
+    # The insert triggers dfend_attach makes now, on the tables the loop
+    # attaches (the update triggers of 0.1.0 attachments keep their own WHEN).
+    attach_tables() {
+        sql "CREATE TABLE users (id int PRIMARY KEY, email text, dfend_id text)" >/dev/null
+        sql "SELECT dfend_attach(\$\$users\$\$, \$\$id\$\$, \$\$dfend_id\$\$, \$\$email\$\$)" >/dev/null
+        sql "CREATE TABLE members (id text PRIMARY KEY, email text, dfend_id text)" >/dev/null
+        sql "SELECT dfend_attach(\$\$members\$\$, \$\$id\$\$, \$\$dfend_id\$\$, \$\$email\$\$, mode => \$\$sync\$\$)" >/dev/null
+        sql "CREATE TABLE parted (id int PRIMARY KEY, email text, dfend_id text) PARTITION BY RANGE (id)" >/dev/null
+        sql "CREATE TABLE parted_low PARTITION OF parted FOR VALUES FROM (0) TO (100)" >/dev/null
+        sql "SELECT dfend_attach(\$\$parted\$\$, \$\$id\$\$, \$\$dfend_id\$\$, \$\$email\$\$)" >/dev/null
+        sql "CREATE TABLE quiet (id int PRIMARY KEY, email text, dfend_id text)" >/dev/null
+        sql "SELECT dfend_attach(\$\$quiet\$\$, \$\$id\$\$, \$\$dfend_id\$\$, \$\$email\$\$)" >/dev/null
+        sql "ALTER TABLE quiet DISABLE TRIGGER dfend_insert" >/dev/null
+    }
+    triggers="SELECT string_agg(tgrelid::regclass::text || \$\$ \$\$ || tgenabled::text || \$\$ \$\$ || pg_get_triggerdef(oid), chr(10) ORDER BY tgrelid::regclass::text, tgname)
+              FROM pg_trigger WHERE tgname = \$\$dfend_insert\$\$"
+    PGDATABASE=fresh attach_tables
+    fresh_triggers=$(PGDATABASE=fresh sql "$triggers")
+    expect_match "a fresh dfend_attach makes a statement trigger reading the inserted rows" "$fresh_triggers" \
+        "users O CREATE TRIGGER dfend_insert AFTER INSERT ON public.users REFERENCING NEW TABLE AS dfend_inserted FOR EACH STATEMENT "
+    expect_match "and a row trigger on a partitioned table, which its partitions clone" "$fresh_triggers" \
+        "parted_low O CREATE TRIGGER dfend_insert AFTER INSERT ON public.parted_low FOR EACH ROW "
+
     target=$(sed -n "s/^default_version = .\(.*\).$/\1/p" "$DFEND_ROOT/dfend.control")
-    for from in 0.1.0 0.2.0; do
+    for from in 0.1.0 0.2.0 0.3.0; do
+    # 0.3.0 attaches with invalid_fields => drop (the invalid email is left
+    # out, no dead letter) and makes sync triggers that fire AFTER the row
+    # is written; older versions reject the row and fire BEFORE.
+    if [ "$from" = 0.3.0 ]; then
+        dead_before=0 invalid_fields=drop stored_after=4 sync_timing=AFTER
+    else
+        dead_before=1 invalid_fields=reject stored_after=3 sync_timing=BEFORE
+    fi
     sql "DROP DATABASE IF EXISTS upgrade_from" >/dev/null
     sql "CREATE DATABASE upgrade_from" >/dev/null
     export PGDATABASE=upgrade_from
     sql "CREATE EXTENSION dfend VERSION \$\$$from\$\$" >/dev/null
     expect "$from installs from its own script" "$(sql "SELECT extversion FROM pg_extension WHERE extname = \$\$dfend\$\$")" "$from"
-    sql "CREATE TABLE users (id int PRIMARY KEY, email text, dfend_id text)" >/dev/null
-    sql "SELECT dfend_attach(\$\$users\$\$, \$\$id\$\$, \$\$dfend_id\$\$, \$\$email\$\$)" >/dev/null
+    attach_tables
     sql "INSERT INTO users VALUES (1, \$\$not-an-email\$\$), (4, \$\$four@example.com\$\$)" >/dev/null
     sql "SELECT dfend_process_queue()" >/dev/null
     # This library with the old objects, before ALTER EXTENSION UPDATE.
@@ -49,13 +80,18 @@ pg_virtualenv -t -v "$DFEND_PG_VERSION" -o "dfend.api_url=$DFEND_EMULATOR_URL" \
     sql "CALL dfend_backfill(\$\$others\$\$, user_id_column => \$\$id\$\$, id_column => \$\$dfend_id\$\$, email_column => \$\$email\$\$)" >/dev/null 2>&1
     expect "$from: before: and backfills" "$(sql "SELECT count(dfend_id) FROM others")" 1
     sql "INSERT INTO users VALUES (2, \$\$two@example.com\$\$), (3, \$\$three@example.com\$\$)" >/dev/null
-    sql "CREATE TABLE members (id text PRIMARY KEY, email text, dfend_id text)" >/dev/null
-    sql "SELECT dfend_attach(\$\$members\$\$, \$\$id\$\$, \$\$dfend_id\$\$, \$\$email\$\$, mode => \$\$sync\$\$)" >/dev/null
     sql "INSERT INTO members VALUES (\$\$m-0\$\$, \$\$m0@example.com\$\$)" >/dev/null
-    expect "$from: before the update, the new library registers through the old BEFORE trigger" \
+    expect "$from: before the update, the new library registers through the old $sync_timing row trigger" \
         "$(sql "SELECT dfend_id LIKE \$\$idn_%\$\$ FROM members WHERE id = \$\$m-0\$\$")" t
-    expect "$from: before: one dead letter" "$(sql "SELECT count(*) FROM dfend_dead_letters")" 1
+    expect "$from: before: $dead_before dead letter(s)" "$(sql "SELECT count(*) FROM dfend_dead_letters")" "$dead_before"
     expect "$from: before: two pending entries" "$(sql "SELECT count(*) FROM dfend_outbox WHERE state = \$\$pending\$\$")" 2
+    sql "INSERT INTO parted VALUES (5, \$\$five@example.com\$\$)" >/dev/null
+    sql "INSERT INTO parted_low VALUES (6, \$\$six@example.com\$\$)" >/dev/null
+    expect "$from: before: the partitioned table queues rows, inserted through it or not" \
+        "$(sql "SELECT count(*) FROM dfend_outbox WHERE table_name = \$\$parted\$\$::regclass")" 2
+    sql "DELETE FROM dfend_outbox WHERE table_name = \$\$parted\$\$::regclass" >/dev/null
+    expect "$from: before: every dfend trigger is a row trigger" \
+        "$(sql "SELECT count(*) FROM pg_trigger WHERE tgname LIKE \$\$dfend%\$\$ AND tgtype & 1 = 0")" 0
 
     sql "ALTER EXTENSION dfend UPDATE" >/dev/null
     expect "$from: ALTER EXTENSION dfend UPDATE reaches $target" "$(sql "SELECT extversion FROM pg_extension WHERE extname = \$\$dfend\$\$")" "$target"
@@ -67,18 +103,37 @@ pg_virtualenv -t -v "$DFEND_PG_VERSION" -o "dfend.api_url=$DFEND_EMULATOR_URL" \
         diff <(echo "$fresh") <(echo "$updated") | head -20
     fi
     expect "$from: the same tables are dumped as by a fresh install" "$(sql "$dumped")" "$fresh_dumped"
-    expect "$from: the attachments survived" "$(sql "SELECT count(*) FROM dfend_attachments")" 2
-    expect "$from: it still rejects invalid fields" "$(sql "SELECT invalid_fields FROM dfend_attachments WHERE table_name = \$\$users\$\$::regclass")" reject
-    expect "$from: the dead letter survived" "$(sql "SELECT count(*) FROM dfend_dead_letters")" 1
+    expect "$from: the attachments survived" "$(sql "SELECT count(*) FROM dfend_attachments")" 4
+    expect "$from: it keeps its invalid_fields" "$(sql "SELECT invalid_fields FROM dfend_attachments WHERE table_name = \$\$users\$\$::regclass")" "$invalid_fields"
+    expect "$from: the dead letters survived" "$(sql "SELECT count(*) FROM dfend_dead_letters")" "$dead_before"
     expect "$from: the pending entries drain" "$(sql "SELECT dfend_process_queue()")" 2
-    expect "$from: their rows got ids" "$(sql "SELECT count(*) FROM users WHERE dfend_id IS NOT NULL")" 3
-    expect "$from: the triggers of a sync table now fire AFTER the row is written" \
-        "$(sql "SELECT string_agg(tgname || \$\$:\$\$ || (tgtype & 2 = 0)::text, \$\$ \$\$ ORDER BY tgname) FROM pg_trigger WHERE tgrelid = \$\$members\$\$::regclass")" \
-        "dfend_insert:true dfend_update:true"
+    expect "$from: their rows got ids" "$(sql "SELECT count(*) FROM users WHERE dfend_id IS NOT NULL")" "$stored_after"
+    updated_triggers=$(sql "$triggers")
+    if [ "$updated_triggers" = "$fresh_triggers" ]; then
+        pass "$from: the attached tables now have the triggers a fresh dfend_attach makes (a disabled one stays disabled)"
+    else
+        fail "$from: the attached tables have other triggers than a fresh dfend_attach makes"
+        diff <(echo "$fresh_triggers") <(echo "$updated_triggers") | head -20 || true
+    fi
+    sql "INSERT INTO users SELECT i, format(\$\$u%s@example.com\$\$, i) FROM generate_series(10, 19) AS i" >/dev/null
+    expect "$from: the statement trigger queues each row of a multi-row INSERT once" \
+        "$(sql "SELECT count(*) || \$\$ \$\$ || count(DISTINCT user_id) FROM dfend_outbox WHERE table_name = \$\$users\$\$::regclass AND user_id::int >= 10")" "10 10"
+    expect "$from: and they drain" "$(sql "SELECT dfend_process_queue()")" 10
+    sql "INSERT INTO parted VALUES (7, \$\$seven@example.com\$\$)" >/dev/null
+    sql "INSERT INTO parted_low VALUES (8, \$\$eight@example.com\$\$)" >/dev/null
+    expect "$from: the partitioned table still queues rows, inserted through it or not" \
+        "$(sql "SELECT string_agg(user_id, \$\$,\$\$ ORDER BY user_id) FROM dfend_outbox WHERE table_name = \$\$parted\$\$::regclass")" "7,8"
+    sql "DELETE FROM dfend_outbox WHERE table_name = \$\$parted\$\$::regclass" >/dev/null
+    sql "INSERT INTO quiet VALUES (1, \$\$q@example.com\$\$)" >/dev/null
+    expect "$from: the disabled trigger queues nothing" \
+        "$(sql "SELECT count(*) FROM dfend_outbox WHERE table_name = \$\$quiet\$\$::regclass")" 0
+    sql "INSERT INTO members SELECT format(\$\$m-%s\$\$, i), format(\$\$m%s@example.com\$\$, i) FROM generate_series(2, 4) AS i" >/dev/null
+    expect "$from: COMMIT registers each row of a multi-row INSERT into a sync table" \
+        "$(sql "SELECT count(*) FROM members WHERE id IN (\$\$m-2\$\$, \$\$m-3\$\$, \$\$m-4\$\$) AND dfend_id LIKE \$\$idn_%\$\$")" 3
     sql "INSERT INTO members VALUES (\$\$m-1\$\$, \$\$m1@example.com\$\$)" >/dev/null
     expect "$from: and COMMIT registers a new row of it" "$(sql "SELECT dfend_id LIKE \$\$idn_%\$\$ FROM members WHERE id = \$\$m-1\$\$")" t
     sql "UPDATE users SET email = \$\$one@example.com\$\$ WHERE id = 1" >/dev/null
-    expect "$from: a new change is queued by the old trigger" "$(sql "SELECT dfend_process_queue()")" 1
+    expect "$from: a new change is queued by the row trigger on UPDATE" "$(sql "SELECT dfend_process_queue()")" 1
     expect "$from: and stored" "$(sql "SELECT dfend_id IS NOT NULL FROM users WHERE id = 1")" t
     unset PGDATABASE
     done
