@@ -107,7 +107,8 @@ FROM dfend_stats WHERE datname = current_database();
 
 -- The request rate dfend has learnt for the account, shared by the whole
 -- server (dfend_rate), and the breaker: a 429 is heard by the shared rate.
-SELECT count(*) AS accounts, bool_or(current) AS one_is_current, min(api_url) = current_setting('dfend.api_url') AS url
+SELECT count(*) FILTER (WHERE current) AS current_accounts,
+       bool_and(api_url = current_setting('dfend.api_url')) FILTER (WHERE current) AS url
 FROM dfend_rate;
 SELECT rate_limited AS limited_before, requests AS requests_before FROM dfend_rate WHERE current \gset
 \! test/emu config '{"rate_429": 1}'
@@ -120,7 +121,7 @@ FROM dfend_rate WHERE current;
 SELECT breaker, request_rate > 0 AS has_rate, rate_limited_share >= 0 AS has_share FROM dfend_queue_status;
 -- pg_monitor reads them too.
 SET ROLE st_monitor;
-SELECT count(*) AS monitor_sees_rates FROM dfend_rate;
+SELECT count(*) FILTER (WHERE current) AS monitor_sees_rates FROM dfend_rate;
 SELECT breaker FROM dfend_queue_status;
 RESET ROLE;
 

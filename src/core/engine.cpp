@@ -78,7 +78,7 @@ void RequestEngine::submit(Job job)
     queue_.push_back(std::move(pending));
 }
 
-bool RequestEngine::may_send(Clock::time_point now)
+bool RequestEngine::may_send(Clock::time_point now, bool paced)
 {
     // max_rate first: it only looks, so a slot is never taken and then
     // left unused because of the cap.
@@ -91,8 +91,10 @@ bool RequestEngine::may_send(Clock::time_point now)
         if (tokens_ < 1)
             return false;
     }
-    if (!reserved_slot_)
+    if (paced && !reserved_slot_)
         reserved_slot_ = limiter_->reserve(now);
+    if (!paced)
+        reserved_slot_ = now;
     if (*reserved_slot_ > now)
         return false;
     reserved_slot_.reset();
@@ -332,7 +334,7 @@ std::vector<JobOutcome> RequestEngine::run_all(AbortCheck should_abort, const Ru
             break;
         }
         while (in_flight_ < engine_.concurrency && !queue_.empty() &&
-               queue_.front().ready_at <= now && may_send(now)) {
+               queue_.front().ready_at <= now && may_send(now, options.paced)) {
             Pending next = std::move(queue_.front());
             queue_.pop_front();
             start(std::move(next), now);

@@ -49,6 +49,11 @@ struct RunOptions {
     // what is done and sends its next rows instead of waiting (no batch
     // barrier). Unset: wait for every retry.
     std::optional<Millis> defer_waits_over;
+    // Take send slots from the limiter. Work someone waits for (a COMMIT's
+    // own rows, lookups) is not paced, so a rate learnt in a storm of 429s
+    // cannot hold a signup back; its answers still teach the limiter, and
+    // the paced background work (worker, backfill) yields to it.
+    bool paced = true;
 };
 
 // A GET /identity by user id or DFend id.
@@ -138,7 +143,7 @@ class RequestEngine {
                 std::vector<JobOutcome> &done);
     // Takes a send slot from the limiter and a max_rate token (the hard
     // cap): true when the next request may go now.
-    bool may_send(Clock::time_point now);
+    bool may_send(Clock::time_point now, bool paced);
 
     ClientSettings client_;
     EngineSettings engine_;

@@ -255,6 +255,8 @@ void run_requests(JobInput *inputs, int count, JobResult *results, const OutboxS
         // ones are due again when their wait is over.
         if (budget_ms < 0)
             options.defer_waits_over = kLongestWaitInBatch;
+        // A COMMIT is waited for: not paced (see RunOptions::paced).
+        options.paced = budget_ms < 0;
         std::vector<JobOutcome> outcomes = requests.run(&interrupt_pending, options);
         for (JobOutcome &outcome : outcomes) {
             if (outcome.tag >= static_cast<std::uint64_t>(count))

@@ -108,8 +108,10 @@ void look_up(LookupKey key, char **values, int count, int *distinct_of, Answer *
     }
     if (distinct == 0)
         return;
-    std::vector<JobOutcome> outcomes =
-        engine.run(&interrupt_pending, std::nullopt, request_observer(StatsSource::Sql));
+    RunOptions options;
+    options.observer = request_observer(StatsSource::Sql);
+    options.paced = false; // a query waits for these (see RunOptions::paced)
+    std::vector<JobOutcome> outcomes = engine.run(&interrupt_pending, options);
     for (const JobOutcome &outcome : outcomes)
         if (outcome.error && stops_the_call(outcome.error->kind()))
             throw *outcome.error;

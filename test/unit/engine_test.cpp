@@ -816,3 +816,50 @@ TEST_F(EngineTest, TwoEnginesShareOneAccountLimit)
     EXPECT_GT(late_accepted.load(), 50);
     EXPECT_LT(share_429, 0.15);
 }
+
+namespace {
+
+// A limiter whose next slot is always far off: an account learnt to be
+// nearly closed.
+class FarOffLimiter final : public RateLimiter {
+  public:
+    RateClock::time_point reserve(RateClock::time_point now) noexcept override
+    {
+        ++reserved;
+        return now + std::chrono::seconds(10);
+    }
+    void on_answer(RateClock::time_point, RateClock::time_point, RateSignal signal) noexcept override
+    {
+        answers += signal == RateSignal::Accepted;
+    }
+    int reserved = 0;
+    int answers = 0;
+};
+
+} // namespace
+
+TEST_F(EngineTest, UnpacedRunsIgnoreTheRateButTeachIt)
+{
+    start([](const httplib::Request &req, httplib::Response &res) { reply_id(res, user_of(req)); });
+    FarOffLimiter limiter;
+    RequestEngine engine(client_, engine_, &limiter);
+    // Paced: nothing may go before the deadline.
+    engine.submit(job(1, "paced"));
+    auto paced = by_tag(engine.run(&never_abort, Steady::now() + milliseconds(200)));
+    ASSERT_EQ(paced.size(), 1u);
+    EXPECT_TRUE(paced.at(1).unfinished);
+    EXPECT_EQ(paced.at(1).attempts, 0);
+    EXPECT_EQ(limiter.reserved, 1);
+    // Unpaced (a COMMIT's rows, lookups): sent at once, answers reported.
+    for (int i = 2; i <= 4; ++i)
+        engine.submit(job(static_cast<std::uint64_t>(i), "unpaced" + std::to_string(i)));
+    RunOptions options;
+    options.paced = false;
+    options.deadline = Steady::now() + milliseconds(3000);
+    auto unpaced = by_tag(engine.run(&never_abort, options));
+    ASSERT_EQ(unpaced.size(), 3u);
+    for (auto &[tag, outcome] : unpaced)
+        EXPECT_TRUE(outcome.result) << tag;
+    EXPECT_EQ(limiter.reserved, 1); // no slot was asked for
+    EXPECT_EQ(limiter.answers, 3);
+}
