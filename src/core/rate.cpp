@@ -90,14 +90,10 @@ void close_epoch(RateState &state, const RateSettings &settings, std::int64_t no
             static_cast<double>(state.epoch_sent) * 1e9 / static_cast<double>(now_ns - state.epoch_start_ns);
         rate = std::max(rate, std::min(grown, 2 * sent_rate));
     } else {
-        // The cut applies to what was sent when that was far below the rate
-        // allowed (a fresh state's high start, or callers that could not
-        // keep up): the account answered for the sent rate, not the allowed.
-        // Near equilibrium the two differ by noise only, which is left alone.
-        const double sent_rate = static_cast<double>(state.epoch_sent) * 1e9 /
-                                 static_cast<double>(now_ns - state.epoch_start_ns);
-        if (state.epoch_sent > 0 && sent_rate < rate / 2)
-            rate = sent_rate;
+        // The cut applies to the allowed rate, never to what one epoch
+        // happened to send: a backfill sends nothing while it commits a
+        // batch, and a random 429 in such an epoch must not take the rate
+        // down to that lull. A fresh state's high start halves per epoch.
         rate = rate * (1 - std::min(share, kMaxCut)) + increase;
     }
     state.rate = clamp_rate(rate, settings);

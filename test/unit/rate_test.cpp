@@ -358,3 +358,22 @@ TEST(RateState, IsPlainDataThatCanBeCopiedAnywhere)
     EXPECT_EQ(rate_reserve(a, s, at(2)), rate_reserve(b, s, at(2)));
     EXPECT_EQ(a.rate, b.rate);
 }
+
+TEST(RateEpochs, ALullInSendingDoesNotCollapseTheRate)
+{
+    // A backfill sends nothing while it commits a batch. An epoch that sent
+    // only 20 requests at a rate of 1,000/s, one of them answered 429 (a
+    // random one), cuts the rate by that share (5%), not down to the 133/s
+    // the epoch happened to send.
+    RateSettings s;
+    s.initial_rate = 1000;
+    RateState st;
+    rate_init(st, s, at(0));
+    for (int i = 0; i < 20; ++i)
+        rate_reserve(st, s, at(0.001 * i));
+    for (int i = 0; i < 20; ++i)
+        rate_on_answer(st, s, at(0.001 * i), at(0.13 + 0.001 * i),
+                       i == 7 ? RateSignal::Throttled : RateSignal::Accepted);
+    EXPECT_GE(st.rate, 0.94 * 1000);
+    EXPECT_LT(st.rate, 1000);
+}
