@@ -363,8 +363,9 @@ TEST(RateEpochs, ALullInSendingDoesNotCollapseTheRate)
 {
     // A backfill sends nothing while it commits a batch. An epoch that sent
     // only 20 requests at a rate of 1,000/s, one of them answered 429 (a
-    // random one), cuts the rate by that share (5%), not down to the 133/s
-    // the epoch happened to send.
+    // random one), cuts the rate by that share, not down to the 133/s
+    // the epoch happened to send. (The epoch closes at its tenth answer, one
+    // of them the 429: a 10% cut.)
     RateSettings s;
     s.initial_rate = 1000;
     RateState st;
@@ -374,6 +375,6 @@ TEST(RateEpochs, ALullInSendingDoesNotCollapseTheRate)
     for (int i = 0; i < 20; ++i)
         rate_on_answer(st, s, at(0.001 * i), at(0.13 + 0.001 * i),
                        i == 7 ? RateSignal::Throttled : RateSignal::Accepted);
-    EXPECT_GE(st.rate, 0.94 * 1000);
-    EXPECT_LT(st.rate, 1000);
+    EXPECT_GE(st.rate, 0.9 * 1000);
+    EXPECT_LT(st.rate, 0.95 * 1000);
 }
