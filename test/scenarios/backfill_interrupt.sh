@@ -164,8 +164,12 @@ expect "attached: every row has an id" "$(sql "SELECT count(*) FROM $table WHERE
 expect "attached: DFend created one identity per row" "$(emu stat created)" "3001"
 # dfend_enqueue_backfill hands rows without an id to the worker instead.
 sql "UPDATE $table SET dfend_id = NULL WHERE id BETWEEN 1 AND 50" >/dev/null
-expect "enqueue: 50 rows queued" "$(sql "SELECT dfend_enqueue_backfill('$table')")" "50"
-expect "enqueue: queued once only" "$(sql "SELECT dfend_enqueue_backfill('$table')")" "0"
+# Both calls in one transaction, so the worker (which may drain the first
+# call's entries between two separate calls) cannot make the second see rows
+# whose entries are gone and whose ids it has not read yet.
+queued=$(psql -XAtq -v ON_ERROR_STOP=1 -c "BEGIN" -c "SELECT dfend_enqueue_backfill('$table')" \
+    -c "SELECT dfend_enqueue_backfill('$table')" -c "COMMIT" | paste -sd ' ')
+expect "enqueue: 50 rows queued, and once only" "$queued" "50 0"
 drained() { sql "SELECT dfend_process_queue()" >/dev/null; [ "$(sql "SELECT count(*) FROM $table WHERE dfend_id IS NULL")" = 0 ]; }
 if wait_until 30 drained; then pass "enqueue: the outbox drained and every row has its id again"; else fail "enqueue: rows still without an id"; fi
 expect "enqueue: no duplicate identities" "$(emu stat identities)" "3001"
