@@ -91,13 +91,13 @@ bool RequestEngine::may_send(Clock::time_point now, bool paced)
         if (tokens_ < 1)
             return false;
     }
-    if (paced && !reserved_slot_)
-        reserved_slot_ = limiter_->reserve(now);
-    if (!paced)
-        reserved_slot_ = now;
-    if (*reserved_slot_ > now)
-        return false;
-    reserved_slot_.reset();
+    if (paced) {
+        if (!reserved_slot_)
+            reserved_slot_ = limiter_->reserve(now);
+        if (*reserved_slot_ > now)
+            return false;
+        reserved_slot_.reset();
+    }
     if (engine_.max_rate > 0)
         tokens_ -= 1;
     return true;

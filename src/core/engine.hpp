@@ -40,6 +40,12 @@ struct EngineSettings {
     bool operator!=(const EngineSettings &o) const { return !(*this == o); }
 };
 
+// A retry due later than this is not waited for within a batch of the
+// worker or a backfill (a Retry-After of a second, say): the caller settles
+// it and sends its next rows. Short backoffs (dfend.retry_base_delay is
+// 100 ms) are still waited.
+constexpr Millis kLongestWaitInBatch{250};
+
 // How run() treats jobs that wait for a retry (see RequestEngine::run).
 struct RunOptions {
     std::optional<Clock::time_point> deadline;

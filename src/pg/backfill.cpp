@@ -239,8 +239,6 @@ struct BatchSettings {
     bool defer_retries;
 };
 
-constexpr Millis kLongestWaitInBatch{250};
-
 // C++-style: the fields left out of a row's request, in the server encoding.
 void keep_dropped(const std::vector<DroppedField> &fields, const BatchRow &row, RowResult &result)
 {

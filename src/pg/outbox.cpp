@@ -114,12 +114,6 @@ struct Settlement {
     bool fail_commit;  // its table was attached with on_error 'error'
 };
 
-// A retry due later than this is not waited for within a worker's batch
-// (a Retry-After of a second, say): the entry is settled and claimed again
-// when it is due, so rows that are done are committed and the next ones sent.
-// Short backoffs (dfend.retry_base_delay is 100 ms) are still waited.
-constexpr Millis kLongestWaitInBatch{250};
-
 char *cached_schema = nullptr;
 Oid cached_namespace = InvalidOid;
 Oid cached_owner = InvalidOid;
