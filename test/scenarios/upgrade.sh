@@ -1,5 +1,5 @@
 #!/bin/bash
-# ALTER EXTENSION dfend UPDATE from 0.1.0, 0.2.0 and 0.3.0 (their install
+# ALTER EXTENSION dfend UPDATE from 0.1.0, 0.2.0, 0.3.0 and 0.4.0 (their install
 # scripts are kept in sql/ unchanged): attachments, pending entries and dead letters survive, the
 # updated objects are exactly those of a fresh install of the new version,
 # the attached tables' triggers are those dfend_attach makes now, and the
@@ -56,11 +56,11 @@ pg_virtualenv -t -v "$DFEND_PG_VERSION" -o "dfend.api_url=$DFEND_EMULATOR_URL" \
         "parted_low O CREATE TRIGGER dfend_insert AFTER INSERT ON public.parted_low FOR EACH ROW "
 
     target=$(sed -n "s/^default_version = .\(.*\).$/\1/p" "$DFEND_ROOT/dfend.control")
-    for from in 0.1.0 0.2.0 0.3.0; do
-    # 0.3.0 attaches with invalid_fields => drop (the invalid email is left
-    # out, no dead letter) and makes sync triggers that fire AFTER the row
-    # is written; older versions reject the row and fire BEFORE.
-    if [ "$from" = 0.3.0 ]; then
+    for from in 0.1.0 0.2.0 0.3.0 0.4.0; do
+    # 0.3.0 and later attach with invalid_fields => drop (the invalid email
+    # is left out, no dead letter) and make sync triggers that fire AFTER the
+    # row is written; older versions reject the row and fire BEFORE.
+    if [ "$from" = 0.3.0 ] || [ "$from" = 0.4.0 ]; then
         dead_before=0 invalid_fields=drop stored_after=4 sync_timing=AFTER
     else
         dead_before=1 invalid_fields=reject stored_after=3 sync_timing=BEFORE
@@ -90,8 +90,12 @@ pg_virtualenv -t -v "$DFEND_PG_VERSION" -o "dfend.api_url=$DFEND_EMULATOR_URL" \
     expect "$from: before: the partitioned table queues rows, inserted through it or not" \
         "$(sql "SELECT count(*) FROM dfend_outbox WHERE table_name = \$\$parted\$\$::regclass")" 2
     sql "DELETE FROM dfend_outbox WHERE table_name = \$\$parted\$\$::regclass" >/dev/null
-    expect "$from: before: every dfend trigger is a row trigger" \
-        "$(sql "SELECT count(*) FROM pg_trigger WHERE tgname LIKE \$\$dfend%\$\$ AND tgtype & 1 = 0")" 0
+    if [ "$from" = 0.4.0 ]; then
+        expect "$from: before: the triggers are those of a fresh dfend_attach" "$(sql "$triggers")" "$fresh_triggers"
+    else
+        expect "$from: before: every dfend trigger is a row trigger" \
+            "$(sql "SELECT count(*) FROM pg_trigger WHERE tgname LIKE \$\$dfend%\$\$ AND tgtype & 1 = 0")" 0
+    fi
 
     sql "ALTER EXTENSION dfend UPDATE" >/dev/null
     expect "$from: ALTER EXTENSION dfend UPDATE reaches $target" "$(sql "SELECT extversion FROM pg_extension WHERE extname = \$\$dfend\$\$")" "$target"
