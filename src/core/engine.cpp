@@ -76,6 +76,7 @@ void RequestEngine::submit(Job job)
         return;
     }
     queue_.push_back(std::move(pending));
+    ++never_sent_;
 }
 
 bool RequestEngine::may_send(Clock::time_point now, bool paced)
@@ -127,6 +128,8 @@ void RequestEngine::start(Pending pending, Clock::time_point now)
     slot->transfer->attach(slot->easy);
     curl_easy_setopt(slot->easy, CURLOPT_PRIVATE, slot);
     slot->pending = std::move(pending);
+    if (slot->pending.attempts == 0)
+        --never_sent_;
     slot->pending.attempts++;
     slot->pending.sent_at = now;
     if (curl_multi_add_handle(multi_, slot->easy) != CURLM_OK)
@@ -237,6 +240,7 @@ void RequestEngine::abandon() noexcept
         }
     in_flight_ = 0;
     queue_.clear();
+    never_sent_ = 0;
     early_.clear();
     reserved_slot_.reset();
 }
@@ -287,6 +291,16 @@ void RequestEngine::cut_off(std::vector<JobOutcome> &done)
     abandon();
 }
 
+std::size_t RequestEngine::unfinished() const noexcept
+{
+    return static_cast<std::size_t>(in_flight_) + queue_.size();
+}
+
+bool RequestEngine::may_carry(const RunOptions &options) const
+{
+    return options.carry_at_most && never_sent_ == 0 && unfinished() <= *options.carry_at_most;
+}
+
 bool RequestEngine::only_distant_retries_left(Clock::time_point now, Millis over) const
 {
     if (in_flight_ > 0 || queue_.empty())
@@ -333,6 +347,8 @@ std::vector<JobOutcome> RequestEngine::run_all(AbortCheck should_abort, const Ru
             defer_waiting(done, now);
             break;
         }
+        if (may_carry(options))
+            break;
         while (in_flight_ < engine_.concurrency && !queue_.empty() &&
                queue_.front().ready_at <= now && may_send(now, options.paced)) {
             Pending next = std::move(queue_.front());
@@ -354,7 +370,7 @@ std::vector<JobOutcome> RequestEngine::run_all(AbortCheck should_abort, const Ru
             finish(*slot, message->data.result, Clock::now(), done);
         }
 
-        if (queue_.empty() && in_flight_ == 0)
+        if ((queue_.empty() && in_flight_ == 0) || may_carry(options))
             break;
         if (options.defer_waits_over && only_distant_retries_left(Clock::now(),
                                                                   *options.defer_waits_over))

@@ -55,6 +55,14 @@ struct RunOptions {
     // what is done and sends its next rows instead of waiting (no batch
     // barrier). Unset: wait for every retry.
     std::optional<Millis> defer_waits_over;
+    // A pipeline across batches: return as soon as every job has been sent
+    // once and at most this many are unanswered (in flight, or waiting for
+    // a retry). They stay in the engine, and their outcomes come from a
+    // later run(); so the caller can store what is done and submit its next
+    // rows while the request window stays full. The caller keeps track of
+    // them (their tags) and calls drop_unfinished() when no run is coming
+    // for them. Unset: every job gets its outcome in this run.
+    std::optional<std::size_t> carry_at_most;
     // Take send slots from the limiter. Work someone waits for (a COMMIT's
     // own rows, lookups) is not paced, so a rate learnt in a storm of 429s
     // cannot hold a signup back; its answers still teach the limiter, and
@@ -134,6 +142,10 @@ class RequestEngine {
     std::vector<JobOutcome> run(AbortCheck should_abort, const RunOptions &options);
 
     const EngineStats &stats() const noexcept { return stats_; }
+    // Jobs without an outcome between runs (see RunOptions::carry_at_most).
+    std::size_t unfinished() const noexcept;
+    // Forgets them: their transfers are aborted, their outcomes never come.
+    void drop_unfinished() noexcept { abandon(); }
 
   private:
     struct Pending;
@@ -142,6 +154,7 @@ class RequestEngine {
     std::vector<JobOutcome> run_all(AbortCheck should_abort, const RunOptions &options);
     void cut_off(std::vector<JobOutcome> &done); // the deadline passed
     bool only_distant_retries_left(Clock::time_point now, Millis over) const;
+    bool may_carry(const RunOptions &options) const; // see RunOptions::carry_at_most
     void defer_waiting(std::vector<JobOutcome> &done, Clock::time_point now);
     void abandon() noexcept; // drops every job and transfer
     void start(Pending pending, Clock::time_point now);
@@ -158,6 +171,7 @@ class RequestEngine {
     CURLM *multi_ = nullptr;
     std::vector<std::unique_ptr<Slot>> slots_;  // one easy handle each, reused
     std::deque<Pending> queue_;                 // waiting to start, by ready time
+    std::size_t never_sent_ = 0;                // jobs in queue_ not sent yet
     std::vector<JobOutcome> early_;             // outcomes decided at submit
     int in_flight_ = 0;
     std::unique_ptr<LocalRateLimiter> own_limiter_;

@@ -483,6 +483,128 @@ TEST_F(EngineTest, ShortRetriesAreWaitedEvenWhenDeferring)
     EXPECT_EQ(map.at(1).attempts, 2);
 }
 
+// A server whose "slow" users are answered only once release() is called.
+class Gate {
+  public:
+    void wait()
+    {
+        std::unique_lock<std::mutex> lock(mutex_);
+        ++waiting_;
+        changed_.notify_all();
+        changed_.wait(lock, [&] { return open_; });
+    }
+    void wait_for_waiters(int count)
+    {
+        std::unique_lock<std::mutex> lock(mutex_);
+        changed_.wait(lock, [&] { return waiting_ >= count; });
+    }
+    void release()
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        open_ = true;
+        changed_.notify_all();
+    }
+
+  private:
+    std::mutex mutex_;
+    std::condition_variable changed_;
+    int waiting_ = 0;
+    bool open_ = false;
+};
+
+TEST_F(EngineTest, CarriedJobsAnswerInALaterRun)
+{
+    // With carry_at_most, run() returns once every job was sent and only a
+    // few are unanswered; they stay in the engine (still in flight) and
+    // come back from the next run, next to that run's own jobs.
+    Gate gate;
+    start([&](const httplib::Request &req, httplib::Response &res) {
+        std::string user = user_of(req);
+        if (user.rfind("slow", 0) == 0)
+            gate.wait();
+        reply_id(res, user);
+    });
+    RequestEngine engine(client_, engine_);
+    engine.submit(job(1, "slow-1"));
+    for (std::uint64_t tag = 2; tag <= 6; ++tag)
+        engine.submit(job(tag, "fast-" + std::to_string(tag)));
+    RunOptions carry;
+    carry.carry_at_most = 2;
+    auto first = by_tag(engine.run(&never_abort, carry));
+    EXPECT_EQ(first.count(1), 0u) << "the unanswered job came back without an answer";
+    // The slow one, and perhaps a fast one whose answer was still on its way.
+    EXPECT_GE(engine.unfinished(), 1u);
+    EXPECT_LE(engine.unfinished(), 2u);
+    EXPECT_EQ(first.size() + engine.unfinished(), 6u);
+    gate.wait_for_waiters(1);
+    // The next batch, while the first one's slow request is still out.
+    engine.submit(job(7, "fast-7"));
+    engine.submit(job(8, "slow-8"));
+    gate.release();
+    auto second = by_tag(engine.run(&never_abort)); // the last batch: waits for all
+    EXPECT_EQ(first.size() + second.size(), 8u);
+    for (std::uint64_t tag = 1; tag <= 8; ++tag) {
+        EXPECT_NE(first.count(tag), second.count(tag)) << "tag " << tag << ": not exactly once";
+        const JobOutcome &o = first.count(tag) ? first.at(tag) : second.at(tag);
+        ASSERT_TRUE(o.result) << tag;
+        EXPECT_EQ(o.attempts, 1) << tag;
+    }
+    EXPECT_EQ(second.at(1).result->id, "idn_slow-1");
+    EXPECT_EQ(engine.unfinished(), 0u);
+    EXPECT_EQ(engine.stats().requests, 8u) << "a carried job was sent again";
+}
+
+TEST_F(EngineTest, CarryingIsBoundedAndRetriesWaitInTheEngine)
+{
+    // A job waiting for its Retry-After is carried like one in flight; but
+    // never more than carry_at_most: beyond it, run() waits as before.
+    answer_in_turn({429, 201}, "1");
+    RequestEngine engine(client_, engine_);
+    engine.submit(job(1, "a"));
+    engine.submit(job(2, "b"));
+    RunOptions carry;
+    carry.carry_at_most = 1;
+    auto begin = Steady::now();
+    auto first = by_tag(engine.run(&never_abort, carry));
+    // Two waited for their retry: one more than may be carried, so the run
+    // went on (past the Retry-After) until at most one was left.
+    EXPECT_GE(elapsed_ms(begin), 900);
+    EXPECT_LE(engine.unfinished(), 1u);
+    EXPECT_EQ(first.size() + engine.unfinished(), 2u);
+    auto rest = by_tag(engine.run(&never_abort));
+    EXPECT_EQ(first.size() + rest.size(), 2u);
+    for (auto *outcomes : {&first, &rest})
+        for (const auto &[tag, outcome] : *outcomes) {
+            EXPECT_TRUE(outcome.result) << tag;
+            EXPECT_EQ(outcome.attempts, 2) << tag;
+        }
+    EXPECT_EQ(engine.unfinished(), 0u);
+}
+
+TEST_F(EngineTest, DroppedCarriedJobsNeverComeBack)
+{
+    Gate gate;
+    start([&](const httplib::Request &req, httplib::Response &res) {
+        std::string user = user_of(req);
+        if (user == "slow")
+            gate.wait();
+        reply_id(res, user);
+    });
+    RequestEngine engine(client_, engine_);
+    engine.submit(job(1, "slow"));
+    RunOptions carry;
+    carry.carry_at_most = 4;
+    EXPECT_TRUE(engine.run(&never_abort, carry).empty());
+    EXPECT_EQ(engine.unfinished(), 1u);
+    engine.drop_unfinished();
+    EXPECT_EQ(engine.unfinished(), 0u);
+    gate.release();
+    engine.submit(job(2, "next"));
+    auto map = by_tag(engine.run(&never_abort));
+    ASSERT_EQ(map.size(), 1u);
+    EXPECT_TRUE(map.at(2).result);
+}
+
 TEST_F(EngineTest, ValidationFailureIsPermanentAndSendsNothing)
 {
     start([](const httplib::Request &req, httplib::Response &res) { reply_id(res, user_of(req)); });
