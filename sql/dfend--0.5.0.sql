@@ -731,7 +731,9 @@ BEGIN
         v_failed := v_failed + b.failed_permanent;
         v_transient := v_transient + b.failed_transient;
         v_dropped := v_dropped + b.dropped;
-        v_first_transient := coalesce(v_first_transient, b.first_transient_key);
+        -- The pass's earliest row that failed for a transient reason so far:
+        -- a row carried between batches may fail after later rows did.
+        v_first_transient := coalesce(b.first_transient_key, v_first_transient);
         IF v_dry_run THEN
             FOREACH v_example IN ARRAY b.invalid LOOP
                 RAISE NOTICE 'invalid row %', v_example;

@@ -34,15 +34,26 @@ BackendContext &backend_context()
     return *state;
 }
 
-RequestEngine &BackendContext::engine_for(const ClientSettings &client,
-                                          const EngineSettings &engine)
+void BackendContext::drop_unfinished() noexcept
 {
+    if (engine_ && engine_->unfinished() > 0) {
+        engine_->drop_unfinished();
+        ++engine_generation_;
+    }
+}
+
+RequestEngine &BackendContext::engine_for(const ClientSettings &client,
+                                          const EngineSettings &engine, bool keep_carried)
+{
+    if (!keep_carried)
+        drop_unfinished();
     // The server-wide rate of the account these settings reach (nullptr
     // when not preloaded: the engine keeps a rate of its own).
     RateLimiter *limiter = shared_rate_limiter(client.api_url, client.api_key);
     if (!engine_ || client != engine_client_ || engine != engine_settings_ ||
         limiter != engine_limiter_) {
         engine_.reset();
+        ++engine_generation_;
         engine_ = std::make_unique<RequestEngine>(client, engine, limiter);
         engine_client_ = client;
         engine_settings_ = engine;

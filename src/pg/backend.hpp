@@ -15,10 +15,20 @@ struct BackendContext {
     KeyFileCache key_files;
 
     // The concurrent engine, kept between batches so its connections stay
-    // open; made anew when the settings change.
-    RequestEngine &engine_for(const ClientSettings &client, const EngineSettings &engine);
+    // open; made anew when the settings change. A backfill may leave jobs
+    // in it between batches (RunOptions::carry_at_most) and pass
+    // `keep_carried` to get them back; any other caller gets an engine
+    // without them, so it never sees another caller's outcomes.
+    RequestEngine &engine_for(const ClientSettings &client, const EngineSettings &engine,
+                              bool keep_carried = false);
+    // Drops the jobs left in the engine, if any.
+    void drop_unfinished() noexcept;
+    // Changes whenever jobs left in the engine are dropped or the engine is
+    // made anew: what a backfill carried is gone then.
+    std::uint64_t engine_generation() const noexcept { return engine_generation_; }
 
   private:
+    std::uint64_t engine_generation_ = 0;
     std::unique_ptr<RequestEngine> engine_;
     ClientSettings engine_client_;
     EngineSettings engine_settings_;

@@ -7,7 +7,11 @@
 //   1. select the next rows by key (keyset pagination: key > last key, never
 //      OFFSET), skipping rows that already have an id or a dead letter;
 //   2. register them with many requests in flight (RequestEngine), or only
-//      validate them for a dry run;
+//      validate them for a dry run. A batch that is not the last of its pass
+//      returns once its last row was sent: the few rows still unanswered
+//      (in flight, or waiting for a retry) stay in the engine, and the next
+//      batch stores them with its own (see Carry), so the request window
+//      stays full across the COMMIT between batches;
 //   3. store the ids with one UPDATE of just those rows (AND id IS NULL, so a
 //      concurrent writer is never overwritten), record the fields left out
 //      of stored registrations (invalid_fields 'drop') in
@@ -38,6 +42,7 @@
 extern "C" {
 #include "executor/spi.h"
 #include "utils/array.h"
+#include "utils/datum.h"
 #include "storage/lmgr.h"
 #include "utils/acl.h"
 #include "utils/lsyscache.h"
@@ -59,9 +64,11 @@ struct BatchRow {
     bool skipped;       // a user id longer than kMaxFieldBytes: left alone
     char *too_large;    // why a field is too large to read: a dead letter, no request
     bool dead_letter;   // already a dead letter: left alone until dfend_retry_dead
+    bool carried_in;    // an earlier batch's row whose request is still in the engine
 };
 
-enum RowFate { kNoRequest = 0, kStored, kDead, kTransient };
+// kInEngine: sent, not answered yet; carried to the next batch.
+enum RowFate { kNoRequest = 0, kStored, kDead, kTransient, kInEngine };
 
 struct RowResult {
     int fate;
@@ -224,7 +231,84 @@ bool stops_the_run(ErrorKind kind)
 
 bool needs_request(const BatchRow &row)
 {
-    return !row.duplicate && !row.skipped && !row.too_large && !row.dead_letter;
+    return !row.duplicate && !row.skipped && !row.too_large && !row.dead_letter &&
+           !row.carried_in;
+}
+
+// Rows a batch left in the engine for the next batch of the same run: the
+// pipeline between batches. Kept in backend memory (a backfill's batches run
+// in one backend, one transaction each). Only the next call of the same run
+// (same table and columns, after_key the key this batch returned) takes them
+// over; any other call, or any other use of the engine, drops them, and
+// their rows simply keep no id (the next run sends them again; DFend answers
+// an existing identity for a user it knows).
+struct CarriedRow {
+    std::uint64_t tag; // the engine job's
+    Datum key;         // copied into Carry::context
+    char *user_id;     // likewise
+    std::uint64_t order; // place in the pass (batches go in key order)
+};
+
+struct Carry {
+    MemoryContext context = nullptr; // the rows and their data
+    CarriedRow *rows = nullptr;      // by tag, ascending
+    int count = 0;
+    // The run they belong to.
+    Oid table = InvalidOid;
+    Oid key_type = InvalidOid;
+    NameData key_column, id_column;
+    char *next_after_key = nullptr;  // in context
+    std::uint64_t generation = 0;    // BackendContext::engine_generation after the batch
+    bool in_use = false;             // a batch is using them (an error there voids them)
+    // Engine tags, never reused in a backend.
+    std::uint64_t next_tag = 1;
+    // The pass: the place of the next batch's first row, and the earliest
+    // row that failed for a transient reason (where the next pass starts).
+    std::uint64_t next_order = 0;
+    std::uint64_t first_transient_order = UINT64_MAX;
+    char *first_transient_key = nullptr; // in TopMemoryContext
+};
+
+Carry carry;
+
+// PostgreSQL-style: forgets the carried rows (not the pass).
+void clear_carry()
+{
+    if (carry.context)
+        MemoryContextDelete(carry.context);
+    carry.context = nullptr;
+    carry.rows = nullptr;
+    carry.count = 0;
+    carry.table = InvalidOid;
+    carry.next_after_key = nullptr;
+    carry.in_use = false;
+}
+
+// PostgreSQL-style: a new pass begins (a new run, or a later pass of one).
+void start_pass()
+{
+    clear_carry();
+    carry.next_order = 0;
+    carry.first_transient_order = UINT64_MAX;
+    if (carry.first_transient_key)
+        pfree(carry.first_transient_key);
+    carry.first_transient_key = nullptr;
+}
+
+// PostgreSQL-style: remembers the row at `order` that failed for a transient
+// reason, if it is the pass's earliest so far.
+void note_transient(std::uint64_t order, Oid key_type, Datum key)
+{
+    if (order >= carry.first_transient_order)
+        return;
+    Oid output;
+    bool varlena;
+    getTypeOutputInfo(key_type, &output, &varlena);
+    char *text = OidOutputFunctionCall(output, key);
+    if (carry.first_transient_key)
+        pfree(carry.first_transient_key);
+    carry.first_transient_key = MemoryContextStrdup(TopMemoryContext, text);
+    carry.first_transient_order = order;
 }
 
 struct BatchSettings {
@@ -237,6 +321,20 @@ struct BatchSettings {
     // are left to the next pass instead of holding up the batch (no batch
     // barrier). The procedure asks for it in every pass but the last.
     bool defer_retries;
+    // Leave at most this many unanswered rows in the engine for the next
+    // batch (0: wait for every answer).
+    int carry_at_most;
+};
+
+// The rows of one batch: its own `count` rows, then the `carried` rows an
+// earlier batch left in the engine. Engine tags: tag_base + i for its own
+// rows, carry.rows[j].tag for carried row count + j.
+struct BatchRows {
+    BatchRow *rows;
+    int count;
+    int carried;
+    std::uint64_t tag_base;
+    bool carried_valid; // the engine still holds the carried rows' jobs
 };
 
 // C++-style: the fields left out of a row's request, in the server encoding.
@@ -252,18 +350,35 @@ void keep_dropped(const std::vector<DroppedField> &fields, const BatchRow &row, 
                                        server_text(fields[d].reason)};
 }
 
-// C++-style (runs inside cpp_call): registers or validates the rows and
-// fills `results`. Throws to stop the run.
-void handle_rows(const BatchRow *rows, int count, RowResult *results,
-                 const BatchSettings &settings)
+// C++-style: the row of `batch` an engine job belongs to.
+int row_of(const BatchRows &batch, std::uint64_t tag)
 {
+    if (tag >= batch.tag_base && tag - batch.tag_base < static_cast<std::uint64_t>(batch.count))
+        return static_cast<int>(tag - batch.tag_base);
+    const CarriedRow *begin = carry.rows;
+    const CarriedRow *end = begin + batch.carried;
+    const CarriedRow *found = std::lower_bound(
+        begin, end, tag, [](const CarriedRow &row, std::uint64_t t) { return row.tag < t; });
+    if (found == end || found->tag != tag)
+        throw Error(ErrorKind::Internal, "request engine returned an unknown job");
+    return batch.count + static_cast<int>(found - begin);
+}
+
+// C++-style (runs inside cpp_call): registers or validates the rows and
+// fills `results` (kInEngine: left in the engine for the next batch).
+// Throws to stop the run. `generation` receives the engine's generation
+// after the run, which the next batch checks its carried rows against.
+void handle_rows(const BatchRows &batch, RowResult *results, const BatchSettings &settings,
+                 std::uint64_t *generation)
+{
+    const BatchRow *rows = batch.rows;
     auto request_for = [&](const BatchRow &row) {
         return make_register_request(row.user_id_utf8, row.email_utf8, row.phone_utf8,
                                      row.metadata_utf8, settings.merge);
     };
 
     if (settings.dry_run) {
-        for (int i = 0; i < count; ++i) {
+        for (int i = 0; i < batch.count; ++i) {
             if (!needs_request(rows[i]))
                 continue;
             try {
@@ -287,23 +402,37 @@ void handle_rows(const BatchRow *rows, int count, RowResult *results,
     engine_settings.concurrency = settings.concurrency;
     engine_settings.max_rate = settings.max_rate;
     engine_settings.rate_limits_never_fail = true; // a 429 slows a backfill, never fails it
-    RequestEngine &engine = backend.engine_for(client, engine_settings);
+    const bool keep_carried = batch.carried > 0 && batch.carried_valid;
+    RequestEngine &engine = backend.engine_for(client, engine_settings, keep_carried);
+    // The carried jobs are still there unless something dropped them or
+    // made the engine anew (new settings) since the last batch. Lost ones
+    // count as failed for a transient reason: the next pass sends them again.
+    const bool carried_here = keep_carried && backend.engine_generation() == carry.generation &&
+                              engine.unfinished() == static_cast<std::size_t>(batch.carried);
+    if (!carried_here)
+        backend.drop_unfinished();
+    for (int j = 0; j < batch.carried; ++j)
+        results[batch.count + j].fate = carried_here ? kInEngine : kTransient;
     int submitted = 0;
-    for (int i = 0; i < count; ++i) {
+    for (int i = 0; i < batch.count; ++i) {
         if (!needs_request(rows[i]))
             continue;
         Job job;
-        job.tag = static_cast<std::uint64_t>(i);
+        job.tag = batch.tag_base + static_cast<std::uint64_t>(i);
         job.request = request_for(rows[i]);
         job.drop_invalid_fields = settings.drop_invalid;
         engine.submit(std::move(job));
+        results[i].fate = kInEngine;
         ++submitted;
     }
-    if (submitted == 0)
+    *generation = backend.engine_generation();
+    if (submitted == 0 && !carried_here)
         return;
     RunOptions options;
     options.observer = request_observer(StatsSource::Backfill);
-    if (settings.defer_retries)
+    if (settings.carry_at_most > 0)
+        options.carry_at_most = static_cast<std::size_t>(settings.carry_at_most);
+    else if (settings.defer_retries)
         options.defer_waits_over = kLongestWaitInBatch;
     std::vector<JobOutcome> outcomes = engine.run(&interrupt_pending, options);
 
@@ -312,13 +441,14 @@ void handle_rows(const BatchRow *rows, int count, RowResult *results,
     const Error *first_failure = nullptr;
     const Error *first_systemic = nullptr;
     for (const JobOutcome &outcome : outcomes) {
-        RowResult &result = results[outcome.tag];
+        const int row = row_of(batch, outcome.tag);
+        RowResult &result = results[row];
         result.attempts = outcome.attempts;
         if (outcome.result) {
             result.fate = kStored;
             result.created = outcome.result->created;
             result.id = server_string(outcome.result->id); // printable ASCII, checked by the core
-            keep_dropped(outcome.dropped, rows[outcome.tag], result);
+            keep_dropped(outcome.dropped, rows[row], result);
             ++stored;
             continue;
         }
@@ -339,6 +469,7 @@ void handle_rows(const BatchRow *rows, int count, RowResult *results,
         if (!first_systemic && stops_the_run(error.kind()))
             first_systemic = &error;
     }
+    *generation = backend.engine_generation();
     // Nothing got through. A rejected key, a TLS or configuration problem,
     // or replies that are not DFend's stop the run at once; so does a batch
     // of transient failures big enough to say DFend is down (a handful of
@@ -424,6 +555,78 @@ void skip_dead_letters(const Target &target, BatchRow *rows, int count)
                               std::binary_search(dead, dead + dead_count, rows[i].user_id, before);
 }
 
+// Whether the calling procedure takes the latest first_transient_key a
+// batch reports (0.5.0 on). 0.4.0's keeps the first one; carried rows can
+// fail after later rows did, reporting an earlier key then, so that
+// procedure gets no carried rows.
+bool procedure_takes_latest_transient()
+{
+    execute("SELECT e.extversion OPERATOR(pg_catalog.<>) '0.4.0' FROM pg_catalog.pg_extension "
+            "AS e WHERE e.extname OPERATOR(pg_catalog.=) 'dfend'",
+            0, nullptr, nullptr, nullptr, SPI_OK_SELECT);
+    bool isnull = true;
+    bool latest = SPI_processed == 1 &&
+                  DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
+                                             &isnull));
+    return latest && !isnull;
+}
+
+// PostgreSQL-style: keeps the rows still in the engine (kInEngine) for the
+// next batch of this run, which passes `last_key` as its after_key, and
+// forgets the rows carried into this batch.
+void carry_unanswered(const BatchRows &batch, const RowResult *results, const Target &target,
+                      Oid table, const char *user_id_column, const char *id_column,
+                      const char *last_key, std::uint64_t generation)
+{
+    int16 typlen;
+    bool typbyval;
+    get_typlenbyval(target.key_type, &typlen, &typbyval);
+    const int total = batch.count + batch.carried;
+    int unanswered = 0;
+    for (int i = 0; i < total; ++i)
+        if (results[i].fate == kInEngine)
+            ++unanswered;
+    MemoryContext old_context = carry.context;
+    const CarriedRow *old_rows = carry.rows;
+    carry.context = nullptr;
+    carry.rows = nullptr;
+    carry.count = 0;
+    carry.next_after_key = nullptr;
+    carry.table = InvalidOid;
+    if (unanswered > 0 && last_key) {
+        MemoryContext context =
+            AllocSetContextCreate(TopMemoryContext, "dfend backfill carry", ALLOCSET_SMALL_SIZES);
+        MemoryContext caller = MemoryContextSwitchTo(context);
+        CarriedRow *kept = (CarriedRow *) palloc(sizeof(CarriedRow) * unanswered);
+        int n = 0;
+        // Rows carried in first: their tags are older, so `kept` stays sorted.
+        for (int j = 0; j < batch.carried; ++j)
+            if (results[batch.count + j].fate == kInEngine)
+                kept[n++] = CarriedRow{old_rows[j].tag,
+                                       datumCopy(old_rows[j].key, typbyval, typlen),
+                                       pstrdup(old_rows[j].user_id), old_rows[j].order};
+        for (int i = 0; i < batch.count; ++i)
+            if (results[i].fate == kInEngine)
+                kept[n++] = CarriedRow{batch.tag_base + (std::uint64_t) i,
+                                       datumCopy(batch.rows[i].key, typbyval, typlen),
+                                       pstrdup(batch.rows[i].user_id),
+                                       carry.next_order + (std::uint64_t) i};
+        carry.next_after_key = pstrdup(last_key);
+        MemoryContextSwitchTo(caller);
+        carry.context = context;
+        carry.rows = kept;
+        carry.count = n;
+        carry.table = table;
+        carry.key_type = target.key_type;
+        namestrcpy(&carry.key_column, user_id_column);
+        namestrcpy(&carry.id_column, id_column);
+        carry.generation = generation;
+    }
+    if (old_context)
+        MemoryContextDelete(old_context);
+    carry.in_use = false;
+}
+
 } // namespace
 
 } // namespace dfend::pg
@@ -472,6 +675,7 @@ Datum dfend_backfill_batch(PG_FUNCTION_ARGS)
     settings.drop_invalid = strcmp(invalid_fields, "drop") == 0;
     // Declared from 0.4.0 on; the older procedures wait for every retry.
     settings.defer_retries = PG_NARGS() > 15 && !PG_ARGISNULL(15) && PG_GETARG_BOOL(15);
+    settings.carry_at_most = 0;
     if (batch_size < 1 || batch_size > 100000)
         ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
                         errmsg("batch_size must be between 1 and 100000")));
@@ -534,8 +738,34 @@ Datum dfend_backfill_batch(PG_FUNCTION_ARGS)
     int count = (int) tuples->numvals;
     TupleDesc desc = tuples->tupdesc;
 
-    BatchRow *rows = (BatchRow *) palloc0(sizeof(BatchRow) * (count > 0 ? count : 1));
-    RowResult *results = (RowResult *) palloc0(sizeof(RowResult) * (count > 0 ? count : 1));
+    // The rows an earlier batch of this run left in the engine come along
+    // (a new pass, or any other call, starts without them). The last batch
+    // of a pass waits for every answer; the others carry what is still
+    // unanswered when their last row has been sent.
+    if (!after_key || inclusive || settings.dry_run)
+        start_pass();
+    bool continues = carry.count > 0 && carry.table == table &&
+                     carry.key_type == target.key_type &&
+                     strcmp(NameStr(carry.key_column), user_id_column) == 0 &&
+                     strcmp(NameStr(carry.id_column), id_column) == 0 && after_key &&
+                     carry.next_after_key && strcmp(carry.next_after_key, after_key) == 0;
+    if (!continues)
+        clear_carry(); // another run's: the engine drops them too
+    if (settings.defer_retries && count == batch_size && !settings.dry_run &&
+        procedure_takes_latest_transient())
+        settings.carry_at_most = batch_size;
+    BatchRows batch{nullptr, count, carry.count, carry.next_tag, !carry.in_use};
+    carry.next_tag += (std::uint64_t) count;
+    const int total = count + batch.carried;
+
+    BatchRow *rows = (BatchRow *) palloc0(sizeof(BatchRow) * (total > 0 ? total : 1));
+    RowResult *results = (RowResult *) palloc0(sizeof(RowResult) * (total > 0 ? total : 1));
+    batch.rows = rows;
+    for (int j = 0; j < batch.carried; ++j) {
+        rows[count + j].key = carry.rows[j].key;
+        rows[count + j].user_id = carry.rows[j].user_id;
+        rows[count + j].carried_in = true;
+    }
     int oversized_keys = 0;
     for (int i = 0; i < count; ++i) {
         HeapTuple tuple = tuples->vals[i];
@@ -563,28 +793,31 @@ Datum dfend_backfill_batch(PG_FUNCTION_ARGS)
         if (rows[i].too_large && !rows[i].skipped && !rows[i].dead_letter)
             results[i] = RowResult{kDead, false, 0, nullptr, rows[i].too_large, 0, nullptr};
 
-    // 2. The requests: the only part that leaves PostgreSQL.
-    if (count > 0) {
+    // 2. The requests: the only part that leaves PostgreSQL. An error from
+    //    here on voids the carried rows (in_use stays set).
+    std::uint64_t generation = 0;
+    if (total > 0) {
+        carry.in_use = true;
         if (!settings.dry_run)
             pgstat_report_wait_start(PG_WAIT_EXTENSION);
-        cpp_call([&] { handle_rows(rows, count, results, settings); });
+        cpp_call([&] { handle_rows(batch, results, settings, &generation); });
         if (!settings.dry_run)
             pgstat_report_wait_end();
     }
 
     // 3. Store what came back.
     int registered = 0, created = 0, failed_permanent = 0, failed_transient = 0, dropped = 0;
-    int first_transient = -1;
-    Datum *stored_keys = (Datum *) palloc(sizeof(Datum) * (count > 0 ? count : 1));
-    char **stored_ids = (char **) palloc(sizeof(char *) * (count > 0 ? count : 1));
-    int *stored_rows = (int *) palloc(sizeof(int) * (count > 0 ? count : 1));
-    char **dead_users = (char **) palloc(sizeof(char *) * (count > 0 ? count : 1));
-    char **dead_errors = (char **) palloc(sizeof(char *) * (count > 0 ? count : 1));
-    Datum *dead_attempts = (Datum *) palloc(sizeof(Datum) * (count > 0 ? count : 1));
+    const int slots = total > 0 ? total : 1;
+    Datum *stored_keys = (Datum *) palloc(sizeof(Datum) * slots);
+    char **stored_ids = (char **) palloc(sizeof(char *) * slots);
+    int *stored_rows = (int *) palloc(sizeof(int) * slots);
+    char **dead_users = (char **) palloc(sizeof(char *) * slots);
+    char **dead_errors = (char **) palloc(sizeof(char *) * slots);
+    Datum *dead_attempts = (Datum *) palloc(sizeof(Datum) * slots);
     int stored_count = 0, dead_count = 0;
-    Datum *reported = (Datum *) palloc(sizeof(Datum) * (count > 0 ? count : 1));
+    Datum *reported = (Datum *) palloc(sizeof(Datum) * slots);
     int reported_count = 0;
-    for (int i = 0; i < count; ++i) {
+    for (int i = 0; i < total; ++i) {
         switch (results[i].fate) {
         case kStored:
             ++registered;
@@ -622,8 +855,9 @@ Datum dfend_backfill_batch(PG_FUNCTION_ARGS)
             break;
         case kTransient:
             ++failed_transient;
-            if (first_transient < 0)
-                first_transient = i;
+            note_transient(i < count ? carry.next_order + (std::uint64_t) i
+                                     : carry.rows[i - count].order,
+                           target.key_type, rows[i].key);
             break;
         default:
             break;
@@ -695,8 +929,15 @@ Datum dfend_backfill_batch(PG_FUNCTION_ARGS)
 
     // The result, built where it outlives SPI_finish.
     char *last_key = count > 0 ? SPI_getvalue(tuples->vals[count - 1], desc, 1) : nullptr;
+    if (!settings.dry_run)
+        carry_unanswered(batch, results, target, table, user_id_column, id_column, last_key,
+                         generation);
+    carry.next_order += (std::uint64_t) count;
+    // Where the next pass starts: the earliest row of this pass so far that
+    // failed for a transient reason (a carried row may fail after a later
+    // row did, so this is not always this batch's).
     char *first_transient_key =
-        first_transient >= 0 ? SPI_getvalue(tuples->vals[first_transient], desc, 1) : nullptr;
+        carry.first_transient_key ? pstrdup(carry.first_transient_key) : nullptr;
     MemoryContext spi_context = MemoryContextSwitchTo(caller_context);
     ArrayType *invalid = construct_array(reported, reported_count, TEXTOID, -1, false,
                                          TYPALIGN_INT);
