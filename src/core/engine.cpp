@@ -75,7 +75,14 @@ void RequestEngine::submit(Job job)
         early_.push_back(std::move(outcome));
         return;
     }
-    queue_.push_back(std::move(pending));
+    // Ahead of the retries that wait for later (carried from an earlier
+    // run): the queue stays ordered by ready time, so those do not hold
+    // the new jobs back.
+    pending.ready_at = Clock::now();
+    auto position = std::upper_bound(
+        queue_.begin(), queue_.end(), pending.ready_at,
+        [](Clock::time_point t, const Pending &p) { return t < p.ready_at; });
+    queue_.insert(position, std::move(pending));
     ++never_sent_;
 }
 
@@ -347,8 +354,6 @@ std::vector<JobOutcome> RequestEngine::run_all(AbortCheck should_abort, const Ru
             defer_waiting(done, now);
             break;
         }
-        if (may_carry(options))
-            break;
         while (in_flight_ < engine_.concurrency && !queue_.empty() &&
                queue_.front().ready_at <= now && may_send(now, options.paced)) {
             Pending next = std::move(queue_.front());
@@ -370,6 +375,7 @@ std::vector<JobOutcome> RequestEngine::run_all(AbortCheck should_abort, const Ru
             finish(*slot, message->data.result, Clock::now(), done);
         }
 
+        // After collecting answers, so a run always makes progress.
         if ((queue_.empty() && in_flight_ == 0) || may_carry(options))
             break;
         if (options.defer_waits_over && only_distant_retries_left(Clock::now(),

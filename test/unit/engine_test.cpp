@@ -581,6 +581,39 @@ TEST_F(EngineTest, CarryingIsBoundedAndRetriesWaitInTheEngine)
     EXPECT_EQ(engine.unfinished(), 0u);
 }
 
+TEST_F(EngineTest, NewJobsGoAheadOfCarriedRetries)
+{
+    // A carried job waiting for its Retry-After must not hold back the
+    // jobs of the next run: they are sent at once.
+    start([&](const httplib::Request &req, httplib::Response &res) {
+        std::string user = user_of(req);
+        if (user == "limited") {
+            res.status = 429;
+            res.set_header("Retry-After", "3");
+            res.set_content(R"({"error":"slow down"})", "application/json");
+            return;
+        }
+        reply_id(res, user);
+    });
+    RequestEngine engine(client_, engine_);
+    engine.submit(job(1, "limited"));
+    RunOptions carry;
+    carry.carry_at_most = 10;
+    // Returns once the job was sent; run again until its 429 came back.
+    while (engine.run(&never_abort, carry).empty() && engine.stats().rate_limited == 0) {
+    }
+    ASSERT_EQ(engine.stats().rate_limited, 1u);
+    ASSERT_EQ(engine.unfinished(), 1u);
+    auto begin = Steady::now();
+    engine.submit(job(2, "next"));
+    engine.submit(job(3, "after"));
+    auto map = by_tag(engine.run(&never_abort, carry));
+    EXPECT_LT(elapsed_ms(begin), 1500) << "the new jobs waited for the carried retry";
+    EXPECT_EQ(map.size() + engine.unfinished(), 3u);
+    EXPECT_EQ(map.count(1), 0u);
+    engine.drop_unfinished();
+}
+
 TEST_F(EngineTest, DroppedCarriedJobsNeverComeBack)
 {
     Gate gate;
