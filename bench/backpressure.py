@@ -7,16 +7,26 @@
       id, and that the emulator created exactly one identity per row. Prints
       the round's counters as key=value pairs; prints a WARNING line to
       stderr for each check that fails.
-  backpressure.py windows START WINDOW STEP SKIP NAME=FILE...
+  backpressure.py accepted IDENTITIES_JSON INDEX
+      Prints the times (epoch seconds) at which the emulator created the
+      identities of user ids INDEX * 1000000 + 1 ... (INDEX + 1) * 1000000:
+      when the account accepted the requests of the INDEX-th database.
+  backpressure.py windows START WINDOW STEP SKIP [--prefix=P] NAME=FILE...
       Each FILE holds the epoch seconds at which one database stored its
       ids. Prints each database's lowest and highest share of the ids stored
       over every WINDOW-second window (stepping STEP seconds) that starts
-      SKIP seconds or more after START and ends by the last id, and when
-      each database stored its first id (seconds after START).
+      SKIP seconds or more after START and ends by the first database's
+      last id (while every database still has work pending: a window in
+      which one of them has nothing left to send says nothing about
+      fairness), how long that span is (both_s), and when each database
+      stored its first id (seconds after START). Keys start with P if
+      given. With DFEND_WINDOWS_LOG set, appends every window's shares to
+      that file.
   backpressure.py summary RESULTS_FILE CONCURRENCY LATENCY_MS RATE
       Prints the table of medians.
 """
 import json
+import os
 import statistics
 import sys
 from bisect import bisect_left, bisect_right
@@ -63,13 +73,25 @@ def check(stats_path, identities_path, row_paths):
     print(" ".join(f"{k}={v}" for k, v in out.items()))
 
 
-def windows(start, window, step, skip, named_files):
+def accepted(identities_path, index):
+    for i in json.load(open(identities_path)):
+        try:
+            user = int(i["userId"])
+        except ValueError:
+            continue
+        if index * 1000000 < user <= (index + 1) * 1000000:
+            print(f"{i['time'] / 1000:.3f}")
+
+
+def windows(start, window, step, skip, named_files, prefix=""):
     times = {}
     for spec in named_files:
         name, path = spec.split("=", 1)
         times[name] = sorted(float(x) for x in open(path).read().split())
     names = list(times)
-    end = max((t[-1] for t in times.values() if t), default=start)
+    # The first database to finish ends the span: after its last id it
+    # has nothing pending, and the other rightly gets the whole account.
+    end = min((t[-1] if t else start for t in times.values()), default=start)
     first = {n: (t[0] - start if t else None) for n, t in times.items()}
     lows = {n: 1.0 for n in names}
     highs = {n: 0.0 for n in names}
@@ -81,21 +103,27 @@ def windows(start, window, step, skip, named_files):
     if not spans and end > start + skip:
         spans.append((start + skip, end))   # a drain too short for one window
     count = 0
+    log = open(os.environ["DFEND_WINDOWS_LOG"], "a") if os.environ.get("DFEND_WINDOWS_LOG") else None
     for lo, hi in spans:
         n = {k: bisect_right(t, hi) - bisect_left(t, lo) for k, t in times.items()}
         total = sum(n.values())
         if total == 0:
             continue
         count += 1
+        if log:
+            print(f"{prefix or 'accepted_'}{lo - start:5.1f}-{hi - start:5.1f} s: " +
+                  " ".join(f"{k} {n[k] / total:.3f}" for k in names) + f" ({total / (hi - lo):.0f}/s)",
+                  file=log)
         for k in names:
             lows[k] = min(lows[k], n[k] / total)
             highs[k] = max(highs[k], n[k] / total)
-    out = [f"windows={count}", f"window_s={spans[0][1] - spans[0][0]:.1f}" if spans else "window_s=0"]
+    out = [f"windows={count}", f"window_s={spans[0][1] - spans[0][0]:.1f}" if spans else "window_s=0",
+           f"both_s={max(0.0, end - start):.1f}"]
     for k in names:
         out.append(f"share_low_{k}={lows[k] if count else -1:.3f}")
         out.append(f"share_high_{k}={highs[k] if count else -1:.3f}")
         out.append(f"first_{k}={first[k] if first[k] is not None else -1:.2f}")
-    print(" ".join(out))
+    print(" ".join(prefix + o for o in out))
 
 
 # --- summary -----------------------------------------------------------------
@@ -195,18 +223,24 @@ def summary(path, concurrency, latency_ms, rate):
     if rs:
         r_ = med(rate_of(r) for r in rs)
         names = sorted({k[len("share_low_"):] for r in rs for k in r if k.startswith("share_low_")})
-        shares = []
-        for n in names:
-            low = min(r[f"share_low_{n}"] for r in rs)
-            high = max(r[f"share_high_{n}"] for r in rs)
-            first = med(r[f"first_{n}"] for r in rs)
-            shares.append(f"{n} {pct(low)}–{pct(high)} (first id {first:.1f} s)")
+
+        def spread(prefix):
+            parts = []
+            for n in names:
+                low = min(r[f"{prefix}share_low_{n}"] for r in rs)
+                high = max(r[f"{prefix}share_high_{n}"] for r in rs)
+                parts.append(f"{n} {pct(low)}–{pct(high)}")
+            return ", ".join(parts)
+
+        firsts = " and ".join(f"{med(r[f'stored_first_{n}'] for r in rs):.1f}" for n in names)
         window = med(r["window_s"] for r in rs)
         table.append((f"5. two databases' workers sharing {rate:g}/s, "
                       f"{int(rs[0]['rows']):,} rows{note(rs)}",
-                      f"{r_:,.0f} ids/s together, **{pct(r_ / rate)} of the limit**; "
-                      f"share per {window:g} s window after 2 s, lowest–highest over all rounds: "
-                      + ", ".join(shares),
+                      f"{r_:,.0f} ids/s together, **{pct(r_ / rate)} of the limit**; first ids stored "
+                      f"after {firsts} s; each database's share of the requests the account accepted "
+                      f"per {window:g} s window from 2 s until the first is done (at "
+                      f"{med(r['both_s'] for r in rs):.1f} s), lowest–highest over all rounds: "
+                      f"**{spread('')}**; of the ids stored (in whole batches) {spread('stored_')}",
                       "≥ 90% of the limit; each 40–60% in every window", f"{rate:g}/s, 50% each",
                       *common(rs)))
         rounds_line("shared workers", rs, lambda r: f"{rate_of(r):,.0f} ids/s")
@@ -233,8 +267,10 @@ def summary(path, concurrency, latency_ms, rate):
           "dfend.worker_concurrency). 429 share: requests the emulator answered 429 / all its "
           "requests; retries per row: POSTs beyond one per row.")
     if by.get("shared"):
-        print("Shares: each database's part of the ids stored in 5 s windows (every 0.5 s) from 2 s after "
-              "the inserts to the last id, from the time the worker stored each id (a trigger on the table).")
+        print("Shares: each database's part of the requests the account accepted (the emulator's creation "
+              "time of each identity) in 5 s windows (every 0.5 s) from 2 s after the inserts until the "
+              "first database is done (while both have work pending); and of the ids stored (the time "
+              "a trigger saw the worker store each id: whole batches of dfend.worker_batch_size rows at once).")
     if by.get("outage"):
         print("The outage runs OUTAGE_ROUNDS rounds (default 1), since each lasts DOWN_SECONDS.")
     if errors:
@@ -247,8 +283,12 @@ if __name__ == "__main__":
     cmd = sys.argv[1]
     if cmd == "check":
         check(sys.argv[2], sys.argv[3], sys.argv[4:])
+    elif cmd == "accepted":
+        accepted(sys.argv[2], int(sys.argv[3]))
     elif cmd == "windows":
-        windows(float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5]), sys.argv[6:])
+        rest = sys.argv[6:]
+        prefix = rest.pop(0)[len("--prefix="):] if rest and rest[0].startswith("--prefix=") else ""
+        windows(float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5]), rest, prefix)
     elif cmd == "summary":
         summary(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5]))
     else:

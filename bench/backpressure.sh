@@ -11,8 +11,9 @@
 #              and the share of requests answered 429.
 #   shared     5. two databases' workers sharing that account, SHARED_ROWS
 #              rows split between them: ids/s together, and each database's
-#              share of the ids stored in every 5 s window after the first
-#              2 s (from the time each id was stored).
+#              share of the requests the account accepted in every 5 s window
+#              from 2 s on while both have work left (until the first one's
+#              last id); also of the ids stored, which come in whole batches.
 #   outage     6. the API down for DOWN_SECONDS (stopped: connections
 #              refused), then back on the same port, OUTAGE_ROWS rows queued
 #              meanwhile: entries dead, seconds from recovery to the first

@@ -161,12 +161,22 @@ worker_round() {
     local seconds extra=""
     seconds=$(awk -v a="$start" -v b="$(last_stored "$@")" 'BEGIN { print b - a }')
     if [ "$#" -gt 1 ]; then
-        local specs=()
+        # Each database's share of the account: when the emulator accepted
+        # (created) each of its identities, user ids i * 1000000 + 1... for
+        # the i-th database; and, for comparison, when its worker stored the
+        # ids, which happens in whole batches (dfend.worker_batch_size).
+        local accepted=() stored=()
+        curl -sf "$DFEND_EMULATOR_URL/admin/identities" >"$OUT/identities.json"
+        i=0
         for db in "$@"; do
+            python3 "$helper" accepted "$OUT/identities.json" "$i" >"$OUT/accepted.$db"
             q "$db" "SELECT extract(epoch FROM stored_at) FROM users WHERE stored_at IS NOT NULL" >"$OUT/stored.$db"
-            specs+=("$db=$OUT/stored.$db")
+            accepted+=("$db=$OUT/accepted.$db")
+            stored+=("$db=$OUT/stored.$db")
+            i=$((i + 1))
         done
-        extra=$(python3 "$helper" windows "$start" 5 0.5 2 "${specs[@]}")
+        extra=$(python3 "$helper" windows "$start" 5 0.5 2 "${accepted[@]}")
+        extra+=" $(python3 "$helper" windows "$start" 5 0.5 2 --prefix=stored_ "${stored[@]}")"
     fi
     record "cond=$cond round=$round kind=worker burst=$BURST error=$error seconds=$seconds $extra" "$@"
 }

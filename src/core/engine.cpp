@@ -11,6 +11,7 @@ struct RequestEngine::Pending {
     int attempts = 0;          // sent so far
     int counted_retries = 0;   // retries that count against max_retries
     Clock::time_point ready_at{};
+    Millis wait{0};            // how long the retry had to wait when it was decided
     Clock::time_point sent_at{};  // the last request's start, for the limiter
     std::optional<Error> last_error; // while waiting for a retry
     std::vector<DroppedField> dropped;
@@ -206,6 +207,7 @@ void RequestEngine::finish(Slot &slot, CURLcode code, Clock::time_point now,
         // Only this request waits (at least its Retry-After); the limiter has
         // heard the 429 and slows every request down a little instead.
         pending.ready_at = now + delay;
+        pending.wait = delay;
         pending.last_error = std::move(failure);
         ++stats_.retries;
         if (transfer_options_.observer)
@@ -313,7 +315,15 @@ bool RequestEngine::only_distant_retries_left(Clock::time_point now, Millis over
     if (in_flight_ > 0 || queue_.empty())
         return false;
     // The queue is ordered by ready time; a job never sent is ready at once.
-    return queue_.front().ready_at > now + over;
+    if (queue_.front().ready_at <= now)
+        return false;
+    // Judged by the wait each retry was given, not by what is left of it: a
+    // batch's 429s (Retry-After: 1 s) come due one by one, and waiting for
+    // each as it comes within `over` held the batch for up to a second,
+    // sending next to nothing, while the other engines of the account took
+    // its share.
+    return std::all_of(queue_.begin(), queue_.end(),
+                       [&](const Pending &pending) { return pending.wait > over; });
 }
 
 void RequestEngine::defer_waiting(std::vector<JobOutcome> &done, Clock::time_point now)

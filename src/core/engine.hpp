@@ -51,7 +51,8 @@ struct RunOptions {
     std::optional<Clock::time_point> deadline;
     RequestObserver *observer = nullptr;
     // Return once nothing is in flight and every job left waits for a retry
-    // more than this far off, with those jobs `deferred`: the caller commits
+    // that was given a wait longer than this (and is not due yet), with
+    // those jobs `deferred`: the caller commits
     // what is done and sends its next rows instead of waiting (no batch
     // barrier). Unset: wait for every retry.
     std::optional<Millis> defer_waits_over;

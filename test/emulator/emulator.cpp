@@ -995,7 +995,7 @@ void register_routes(httplib::Server &svr) {
     json arr = json::array();
     for (const auto &p : all)
       arr.push_back(json{{"userId", p->userIds.empty() ? "" : p->userIds[0]},
-                         {"id", p->id}});
+                         {"id", p->id}, {"time", p->time_ms}});
     set_json(res, 200, arr);
   });
 

@@ -306,7 +306,7 @@ check "raw socket cases ($(tail -1 "$TMP/raw.out"))" [ $? -eq 0 ]
 
 # ---------------------------------------------------------------- admin
 req GET /admin/identities
-check "identities list" jtrue "$BODY" "isinstance(d, list) and {'userId': 'u1', 'id': '$ID1'} in d and d[0]['userId'] == 'k2'"
+check "identities list" jtrue "$BODY" "isinstance(d, list) and {'userId': 'u1', 'id': '$ID1'} in [{k: i[k] for k in ('userId', 'id')} for i in d] and d[0]['userId'] == 'k2' and all(isinstance(i['time'], int) and i['time'] > 1.6e12 for i in d)"
 req GET /admin/config
 check "config defaults" jtrue "$BODY" 'd == {"latency_ms":0,"jitter_ms":0,"rate_5xx":0,"rate_429":0,"retry_after":1,"rate_drop":0,"drop_after_commit":False,"drop_mode":"empty","rate_hang":0,"hang_ms":30000,"fail_user_ids":[],"fail_status":400,"error_echo_key":False,"reply_fault":"none","account_rate":0,"account_burst":1,"fail_next_5xx":0,"fail_next_429":0,"drop_next":0,"hang_next":0}'
 admin_config '{"latency_ms":5}'

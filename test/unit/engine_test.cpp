@@ -467,6 +467,48 @@ TEST_F(EngineTest, DeferredRetriesLeaveTheRunWithTheirWait)
     EXPECT_TRUE(again.at(3).result);
 }
 
+TEST_F(EngineTest, RetriesComingDueDoNotHoldTheBatch)
+{
+    // A 429 (Retry-After: 1) early in a batch, then 31 requests of 25 ms one
+    // after another: when they are done the retry is due in about 0.2 s,
+    // less than defer_waits_over. Its wait was a second when it was given,
+    // so the run still returns at once with it deferred: waiting for each
+    // 429 of a batch as it comes due held a batch for up to a second while
+    // it sent next to nothing (the engines sharing the account took its
+    // share meanwhile).
+    start([&](const httplib::Request &req, httplib::Response &res) {
+        std::string user = user_of(req);
+        std::this_thread::sleep_for(milliseconds(25));
+        if (user == "limited") {
+            res.status = 429;
+            res.set_header("Retry-After", "1");
+            res.set_content(R"({"error":"slow down"})", "application/json");
+            return;
+        }
+        reply_id(res, user);
+    });
+    engine_.concurrency = 1;
+    RequestEngine engine(client_, engine_);
+    engine.submit(job(0, "limited"));
+    for (int i = 1; i < 32; ++i)
+        engine.submit(job(static_cast<std::uint64_t>(i), "other" + std::to_string(i)));
+    RunOptions options;
+    options.defer_waits_over = kLongestWaitInBatch;
+    const auto begin = Steady::now();
+    auto map = by_tag(engine.run(&never_abort, options));
+    const long took = elapsed_ms(begin);
+    ASSERT_EQ(map.size(), 32u);
+    for (int i = 1; i < 32; ++i)
+        EXPECT_TRUE(map.at(static_cast<std::uint64_t>(i)).result) << i;
+    const JobOutcome &limited = map.at(0);
+    EXPECT_TRUE(limited.deferred);
+    EXPECT_EQ(limited.attempts, 1);
+    EXPECT_EQ(requests_for("limited"), 1u);
+    EXPECT_GE(took, 32 * 25);                   // every other request was waited for
+    EXPECT_LE(limited.retry_in, Millis(1000) - milliseconds(32 * 25 - 25));
+    EXPECT_LT(took, 1000);                      // and the retry was not
+}
+
 TEST_F(EngineTest, ShortRetriesAreWaitedEvenWhenDeferring)
 {
     // A 503 whose backoff is a few ms is retried within the run: deferral is
@@ -970,6 +1012,197 @@ TEST_F(EngineTest, TwoEnginesShareOneAccountLimit)
     EXPECT_GE(faster, slower * 0.7);
     EXPECT_GT(late_accepted.load(), 50);
     EXPECT_LT(share_429, 0.15);
+}
+
+namespace {
+
+// An account limit of 100/s (a token bucket, burst 5; 429 with Retry-After:
+// 1 beyond it) that records when it accepted each user's request, and two
+// engines sharing one limiter that drain their jobs as the outbox worker
+// does: batches of 64, a 429 not waited for (defer_waits_over), its job due
+// again after its wait, a short pause between batches (the commit).
+class SharedAccount {
+  public:
+    explicit SharedAccount(TestServer &server) : begin_(Steady::now())
+    {
+        server.on_identity([this](const httplib::Request &req, httplib::Response &res) {
+            const std::string user = user_of(req);
+            const auto now = Steady::now();
+            bool ok;
+            {
+                std::lock_guard<std::mutex> lock(mutex_);
+                tokens_ = std::min(5.0, tokens_ + std::chrono::duration<double>(now - last_).count() * 100);
+                last_ = now;
+                ok = tokens_ >= 1;
+                if (ok) {
+                    tokens_ -= 1;
+                    accepted_[user.rfind("e1-", 0) == 0].push_back(seconds(now));
+                } else {
+                    ++limited_;
+                    limited_at_.push_back(seconds(now));
+                }
+            }
+            if (!ok) {
+                res.status = 429;
+                res.set_header("Retry-After", "1");
+                res.set_content(R"({"error":"rate limited"})", "application/json");
+                return;
+            }
+            reply_id(res, user);
+        });
+    }
+
+    static constexpr int kBatch = 64;
+
+    // Engine `which` drains `jobs` jobs; returns how many got an id.
+    int drain(const ClientSettings &client, EngineSettings settings, RateLimiter &limiter,
+              int which, int jobs)
+    {
+        settings.concurrency = 8;
+        RequestEngine engine(client, settings, &limiter);
+        std::vector<std::pair<int, Steady::time_point>> pending; // job, due
+        for (int i = 0; i < jobs; ++i)
+            pending.emplace_back(i, Steady::time_point{});
+        int stored = 0;
+        while (!pending.empty()) {
+            const auto now = Steady::now();
+            std::vector<std::pair<int, Steady::time_point>> later;
+            int batch = 0;
+            for (const auto &[i, due] : pending) {
+                if (due > now || batch == kBatch) {
+                    later.emplace_back(i, due);
+                    continue;
+                }
+                engine.submit(job(static_cast<std::uint64_t>(i),
+                                  "e" + std::to_string(which) + "-" + std::to_string(i)));
+                ++batch;
+            }
+            if (batch == 0) {
+                std::this_thread::sleep_for(milliseconds(5));
+                continue;
+            }
+            RunOptions options;
+            options.defer_waits_over = kLongestWaitInBatch;
+            for (const JobOutcome &o : engine.run(&never_abort, options)) {
+                if (o.result)
+                    ++stored;
+                else // due again when its wait is over, as the worker does
+                    later.emplace_back(static_cast<int>(o.tag), Steady::now() + o.retry_in);
+            }
+            pending = std::move(later);
+            std::this_thread::sleep_for(milliseconds(10)); // the batch's commit
+        }
+        return stored;
+    }
+
+    // Accepted requests of engine `which` in [from, to) seconds.
+    int accepted(int which, double from, double to)
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        const auto &times = accepted_[which];
+        return static_cast<int>(std::count_if(times.begin(), times.end(),
+                                              [&](double t) { return t >= from && t < to; }));
+    }
+    double last_accepted(int which)
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return accepted_[which].empty() ? 0 : accepted_[which].back();
+    }
+    int limited()
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return limited_;
+    }
+    int limited(double from, double to)
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return static_cast<int>(std::count_if(limited_at_.begin(), limited_at_.end(),
+                                              [&](double t) { return t >= from && t < to; }));
+    }
+
+  private:
+    double seconds(Steady::time_point t) const
+    {
+        return std::chrono::duration<double>(t - begin_).count();
+    }
+    const Steady::time_point begin_;
+    std::mutex mutex_;
+    double tokens_ = 5;
+    Steady::time_point last_ = Steady::now();
+    std::vector<double> accepted_[2];
+    std::vector<double> limited_at_;
+    int limited_ = 0;
+};
+
+} // namespace
+
+TEST_F(EngineTest, TwoEnginesShareEveryWindowFairly)
+{
+    // Two engines draining 250 jobs each in batches through one limiter, at
+    // an account limit of 100/s: from 1.5 s on (the shared rate starts high
+    // and the 429s of that start wait a second) until the first is done,
+    // (less the last second, when both wait for their last 429s), each gets
+    // 40-60% of what the account accepted in every 1 s window, and together
+    // they use at least 85% of it.
+    SharedAccount account(server_);
+    server_.start();
+    client_.api_url = server_.base_url();
+    SharedLimiter limiter;
+    int stored[2] = {0, 0};
+    auto drive = [&](int which) {
+        stored[which] = account.drain(client_, engine_, limiter, which, 250);
+    };
+    std::thread first(drive, 0), second(drive, 1);
+    first.join();
+    second.join();
+    EXPECT_EQ(stored[0], 250);
+    EXPECT_EQ(stored[1], 250);
+    // The last second is the Retry-After of the last 429s, which both wait.
+    const double both_until = std::min(account.last_accepted(0), account.last_accepted(1)) - 1;
+    int windows = 0;
+    for (double from = 1.5; from + 1 <= both_until; from += 0.25, ++windows) {
+        const int a = account.accepted(0, from, from + 1);
+        const int b = account.accepted(1, from, from + 1);
+        std::printf("[ fair ] %.2f-%.2f s: %d + %d accepted, first %.0f%%, %d answered 429\n",
+                    from, from + 1, a, b, 100.0 * a / std::max(1, a + b),
+                    account.limited(from, from + 1));
+        EXPECT_GE(a, 0.4 * (a + b)) << from;
+        EXPECT_LE(a, 0.6 * (a + b)) << from;
+        EXPECT_GE(a + b, 85) << from;
+    }
+    EXPECT_GE(windows, 6); // both busy for 2.5 s and more after the first 1.5 s
+    std::printf("[ fair ] %d answered 429 in all\n", account.limited());
+}
+
+TEST_F(EngineTest, AnEngineAloneGetsTheWholeSharedRate)
+{
+    // The same account, one engine with 60 jobs and one with 400: once the
+    // small one is done, the other alone gets the whole account (the shared
+    // rate is not split among engines that no longer ask for slots).
+    SharedAccount account(server_);
+    server_.start();
+    client_.api_url = server_.base_url();
+    SharedLimiter limiter;
+    int stored[2] = {0, 0};
+    auto drive = [&](int which, int jobs) {
+        stored[which] = account.drain(client_, engine_, limiter, which, jobs);
+    };
+    std::thread big(drive, 0, 400), small(drive, 1, 60);
+    big.join();
+    small.join();
+    EXPECT_EQ(stored[0], 400);
+    EXPECT_EQ(stored[1], 60);
+    // From just after the small one's last request until the big one's
+    // last second (the Retry-After of its last 429s).
+    const double alone_from = account.last_accepted(1) + 0.25;
+    const double alone_until = account.last_accepted(0) - 1;
+    ASSERT_GE(alone_until - alone_from, 1.0) << "the big one had no second alone";
+    const double alone =
+        account.accepted(0, alone_from, alone_until) / (alone_until - alone_from);
+    std::printf("[ alone ] %.2f-%.2f s: %.0f/s accepted, %d answered 429\n", alone_from,
+                alone_until, alone, account.limited(alone_from, alone_until));
+    EXPECT_GE(alone, 85); // the limit, less what probing it costs
+    EXPECT_EQ(account.accepted(1, alone_from, alone_until), 0);
 }
 
 namespace {
