@@ -174,6 +174,19 @@ void dfend_worker_main(Datum argument)
         char waiting[64] = "";
 
         MemoryContext previous = MemoryContextSwitchTo(batch_context);
+        // Rows a bulk statement queued become entries in a transaction of
+        // their own, whatever the breaker says: local work, committed before
+        // the claim, so the status functions and dfend_detach see them as
+        // entries at once and a failing batch does not undo it.
+        SetCurrentStatementStartTimestamp();
+        StartTransactionCommand();
+        PushActiveSnapshot(GetTransactionSnapshot());
+        if (extension_installed()) {
+            expand_bulk_entries(settings.batch_size);
+        }
+        PopActiveSnapshot();
+        CommitTransactionCommand();
+
         SetCurrentStatementStartTimestamp();
         StartTransactionCommand();
         PushActiveSnapshot(GetTransactionSnapshot());
