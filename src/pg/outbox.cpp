@@ -38,6 +38,7 @@
 #include "postgres.hpp"
 
 extern "C" {
+#include "access/tableam.h"
 #include "commands/async.h"
 #include "utils/json.h"
 }
@@ -1044,6 +1045,23 @@ int64_t expand_bulk_entries(int max_keys)
     internal_sql_end(nest_level);
     SPI_finish();
     return made;
+}
+
+bool bulk_entries_waiting()
+{
+    if (!outbox_schema())
+        return false;
+    Oid bulk = get_relname_relid("dfend_outbox_bulk", outbox_namespace());
+    if (!OidIsValid(bulk))
+        return false;
+    Relation relation = table_open(bulk, AccessShareLock);
+    TableScanDesc scan = table_beginscan(relation, GetActiveSnapshot(), 0, nullptr);
+    TupleTableSlot *slot = table_slot_create(relation, nullptr);
+    bool found = table_scan_getnextslot(scan, ForwardScanDirection, slot);
+    ExecDropSingleTupleTableSlot(slot);
+    table_endscan(scan);
+    table_close(relation, AccessShareLock);
+    return found;
 }
 
 void register_own_entries(const int64_t *entry_ids, int count, long budget_ms)

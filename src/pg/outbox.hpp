@@ -30,6 +30,11 @@ constexpr int kBulkKeys = 1000;
 // row was queued, and deletes them, in one statement; returns the entries
 // made. Rows another session is expanding are skipped.
 std::int64_t expand_bulk_entries(int max_keys);
+// PostgreSQL-style; in a transaction with an active snapshot. Whether
+// dfend_outbox_bulk holds a row visible now: a scan that stops at the first
+// one, far cheaper than planning expand_bulk_entries's statement, which the
+// worker therefore runs only then.
+bool bulk_entries_waiting();
 
 // PostgreSQL-style; from COMMIT (see commit.cpp). Registers the committing
 // transaction's own pending entries of sync tables, spending at most
