@@ -5,8 +5,10 @@
 // Both modes fire AFTER INSERT/UPDATE and write an outbox entry for each new
 // or changed row. dfend_insert is a statement trigger that reads the
 // statement's rows from its transition table and writes their entries in
-// one pass (a partitioned table's dfend_insert, and one made before 0.4.0,
-// is a row trigger); dfend_update is a row trigger.
+// one pass, or, for more than kBulkThreshold rows of an async table, their
+// user ids in rows of dfend_outbox_bulk (a partitioned table's
+// dfend_insert, and one made before 0.4.0, is a row trigger); dfend_update
+// is a row trigger.
 // async: the worker sends it after commit.
 // sync: the transaction's COMMIT sends it, just before it completes
 //   (commit.cpp), so a row that is never stored is never registered.
