@@ -11,8 +11,12 @@
 #     into one with the row trigger of 0.3.0 (which this library still
 #     serves until ALTER EXTENSION dfend UPDATE replaces it).
 #   bench/trigger.sh [ROUNDS=3] [SECONDS_PER_ROUND=10] [BULK_ROWS=100000]
+# Holds the host lock (/tmp/dfend-host.lock) for the whole run: it installs
+# this build into the host's PostgreSQL.
 source "$(dirname "${BASH_SOURCE[0]}")/../test/lib.sh"
 cd "$DFEND_ROOT"
+exec 9>/tmp/dfend-host.lock
+flock 9
 export ROUNDS=${1:-3} SECONDS_PER_ROUND=${2:-10} BULK_ROWS=${3:-100000}
 ensure_packages
 build_and_install
@@ -106,19 +110,19 @@ PY
 
     echo "== 4. one INSERT ... SELECT of $BULK_ROWS rows in database trigger_only, $ROUNDS interleaved rounds (after CHECKPOINT, into empty tables)"
     bulk_ms() {
-        psql -Xq -d trigger_only -c "TRUNCATE $1, dfend_outbox" -c "CHECKPOINT" -c "\timing on" \
+        psql -Xq -d trigger_only -c "TRUNCATE $1, dfend_outbox, dfend_outbox_bulk" -c "CHECKPOINT" -c "\timing on" \
             -c "INSERT INTO $1 (email) SELECT \$\$bulk\$\$ || i || \$\$@example.com\$\$ FROM generate_series(1, $BULK_ROWS) AS i" |
             grep -oP "Time: \K[0-9.]+" | tail -1
     }
     : > "$OUT/bulk.txt"
     for round in $(seq 1 "$ROUNDS"); do
         plain=$(bulk_ms plain_users); attached=$(bulk_ms attached_users)
-        entries=$(psql -XAtq -d trigger_only -c "SELECT count(*) FROM dfend_outbox")
+        queued=$(psql -XAtq -d trigger_only -c "SELECT format(\$\$%s users queued: %s entries, %s bulk rows\$\$, (SELECT pending FROM dfend_queue_status), (SELECT count(*) FROM dfend_outbox), (SELECT count(*) FROM dfend_outbox_bulk))")
         row=$(bulk_ms row_users)
-        echo "   round $round: without trigger $plain ms, statement trigger $attached ms, 0.3.0 row trigger $row ms ($entries entries)"
+        echo "   round $round: without trigger $plain ms, statement trigger $attached ms, 0.3.0 row trigger $row ms ($queued)"
         echo "$plain $attached $row" >> "$OUT/bulk.txt"
     done
-    psql -Xq -d trigger_only -c "TRUNCATE dfend_outbox"
+    psql -Xq -d trigger_only -c "TRUNCATE dfend_outbox, dfend_outbox_bulk"
     python3 - "$OUT/bulk.txt" "$BULK_ROWS" <<PY
 import statistics, sys
 rows = [list(map(float, l.split())) for l in open(sys.argv[1]) if l.strip()]

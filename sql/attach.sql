@@ -152,14 +152,20 @@ GRANT SELECT, INSERT, UPDATE ON users TO dfend_outsider;
 SET ROLE dfend_outsider;
 SELECT try($$SELECT * FROM dfend_outbox$$);
 SELECT try($$DELETE FROM dfend_outbox$$);
+SELECT try($$SELECT * FROM dfend_outbox_bulk$$);
+SELECT try($$INSERT INTO dfend_outbox_bulk (table_name, user_ids) VALUES ('users', '{x}')$$);
+SELECT try($$SELECT nextval('dfend_outbox_bulk_bulk_id_seq')$$);
 SELECT try($$SELECT * FROM dfend_attachment$$);
 SELECT try($$SELECT * FROM dfend_queue_status$$);
 SELECT try($$SELECT dfend_attach('users', 'id', 'dfend_id')$$);
 SELECT try($$SELECT dfend_process_queue()$$);
 -- ... yet its inserts into an attached table are queued (SECURITY DEFINER).
 INSERT INTO users (id, email) VALUES (8, 'outsider@example.com');
+-- ... in bulk too, under the table the rows went into.
+INSERT INTO users (id, email) SELECT g, 'o' || g || '@example.com' FROM generate_series(1000, 1099) g;
 RESET ROLE;
 SELECT user_id FROM dfend_outbox;
+SELECT table_name, cardinality(user_ids) AS user_count FROM dfend_outbox_bulk;
 SELECT dfend_process_queue();
 -- The trigger function cannot be used elsewhere.
 SELECT try($$SELECT dfend_trigger()$$);

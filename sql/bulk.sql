@@ -1,6 +1,8 @@
 -- dfend_insert as a statement trigger: one call per INSERT or COPY, which
 -- queues every row of its transition table (the rows the statement
--- inserted) with one entry each. A partitioned table keeps a row trigger.
+-- inserted) with one entry each, or, for more than 64 rows into an async
+-- table, 1,000 user ids to a row of dfend_outbox_bulk. A partitioned table
+-- keeps a row trigger.
 -- (No worker serves this database: the queue is drained explicitly.)
 \! test/emu reset
 SET client_min_messages = warning;
@@ -35,23 +37,116 @@ INSERT INTO bulk_users SELECT g, 'x@example.com' FROM generate_series(1, 0) g;
 INSERT INTO bulk_users VALUES (1, 'again@example.com') ON CONFLICT DO NOTHING;
 SELECT count(*) AS entries FROM bulk_entries;
 
--- INSERT ... SELECT of 2,500 rows (entries are written 1,000 at a time):
--- exactly one entry for each, each with its own id.
+-- Bulk: a 100-row and a 10-row INSERT ... SELECT. The 100 rows' user ids
+-- go in one row of dfend_outbox_bulk, in the rows' order, queued at the
+-- transaction's start; the 10 rows keep an entry each. Each row is queued
+-- exactly once.
+CREATE TEMP TABLE queue_before AS SELECT pending, due FROM dfend_queue_status;
+CREATE TEMP VIEW bulk_rows AS
+SELECT * FROM dfend_outbox_bulk WHERE table_name = 'bulk_users'::regclass OFFSET 0;
+BEGIN;
 INSERT INTO bulk_users (id, email)
-SELECT g, 'bulk' || g || '@example.com' FROM generate_series(1001, 3500) g;
-SELECT count(*) AS entries, count(DISTINCT user_id) AS users,
-       count(DISTINCT entry_id) AS entry_ids,
-       min(user_id::bigint) AS first, max(user_id::bigint) AS last,
+SELECT g, 'bulk' || g || '@example.com' FROM generate_series(101, 200) g;
+INSERT INTO bulk_users (id, email)
+SELECT g, 'bulk' || g || '@example.com' FROM generate_series(201, 210) g;
+SELECT cardinality(user_ids) AS user_count, user_ids[1] AS first, user_ids[100] AS last,
+       user_ids = ARRAY(SELECT g::text FROM generate_series(101, 200) g) AS in_row_order,
+       reason, enqueued_at = now() AS enqueued_now
+FROM bulk_rows;
+SELECT count(*) AS entries, min(user_id::int) AS first, max(user_id::int) AS last,
        bool_and(reason = 'insert' AND state = 'pending') AS all_pending_inserts
 FROM bulk_entries;
--- Entry ids follow the rows' order.
+SELECT count(*) AS queued, count(DISTINCT user_id) AS users,
+       min(user_id::int) AS first, max(user_id::int) AS last
+FROM (SELECT user_id FROM bulk_entries
+      UNION ALL SELECT unnest(user_ids) FROM bulk_rows) q;
+COMMIT;
+-- Everything that reports pending entries counts the bulk row's users.
+SELECT q.pending - b.pending AS pending_added, q.due - b.due AS due_added,
+       q.oldest_pending_age IS NOT NULL AS has_oldest
+FROM dfend_queue_status q, queue_before b;
+SELECT rows, stored, without_id, pending, dead, not_queued,
+       oldest_pending_age IS NOT NULL AS has_oldest
+FROM dfend_table_status('bulk_users');
+SELECT u.id, s.state, s.attempts, s.next_attempt_at = s.enqueued_at AS due_since_queued,
+       s.last_error
+FROM (VALUES (101), (200), (205)) AS u(id), dfend_user_status('bulk_users', u.id) AS s;
+-- The queue expands the bulk row into entries and drains them: every row
+-- gets its id, with one request each, and nothing is left.
+\set before `test/emu stat posts`
+SELECT dfend_process_queue();
+\set after `test/emu stat posts`
+SELECT :after - :before AS posts_sent;
+SELECT count(*) AS rows, count(*) FILTER (WHERE dfend_id LIKE 'idn_%') AS with_id
+FROM bulk_users WHERE id BETWEEN 101 AND 210;
+SELECT (SELECT count(*) FROM bulk_rows) AS bulk_rows_left,
+       (SELECT count(*) FROM bulk_entries) AS entries_left,
+       (SELECT q.pending - b.pending FROM dfend_queue_status q, queue_before b) AS pending_added;
+
+-- 2,500 rows: three bulk rows of 1,000, 1,000 and 500 ids. Expanding one
+-- makes an ordinary pending entry per id, in the ids' order, due since the
+-- statement's transaction began (dfend_process_queue(1) expands the oldest
+-- row, then sends its first entry).
+INSERT INTO bulk_users (id, email)
+SELECT g, 'bulk' || g || '@example.com' FROM generate_series(1001, 3500) g;
+SELECT bulk_id - min(bulk_id) OVER () AS n, cardinality(user_ids) AS user_count,
+       user_ids[1] AS first FROM bulk_rows ORDER BY bulk_id;
+SELECT dfend_process_queue(1);
+SELECT count(*) AS entries, min(user_id::int) AS first, max(user_id::int) AS last,
+       count(DISTINCT user_id) AS users,
+       bool_and(reason = 'insert' AND state = 'pending' AND attempts = 0
+                AND next_attempt_at = enqueued_at) AS all_pending_inserts,
+       count(DISTINCT enqueued_at) AS enqueued_times
+FROM bulk_entries;
 SELECT bool_and(ordered) AS in_row_order FROM (
     SELECT entry_id > lag(entry_id) OVER (ORDER BY user_id::bigint) AS ordered
     FROM bulk_entries) s WHERE ordered IS NOT NULL;
--- Every one of them is readable by the status functions.
+SELECT count(*) AS bulk_rows_left, sum(cardinality(user_ids)) AS ids FROM bulk_rows;
+-- The status functions count either form once.
 SELECT pending FROM dfend_table_status('bulk_users');
 DELETE FROM dfend_outbox WHERE table_name = 'bulk_users'::regclass;
+DELETE FROM dfend_outbox_bulk WHERE table_name = 'bulk_users'::regclass;
 DELETE FROM bulk_users WHERE id > 1000;
+
+-- A rolled-back bulk insert, or one in a rolled-back savepoint, leaves
+-- nothing behind.
+BEGIN;
+INSERT INTO bulk_users (id, email) SELECT g, 'r@example.com' FROM generate_series(5001, 5100) g;
+ROLLBACK;
+BEGIN;
+INSERT INTO bulk_users (id, email) VALUES (5200, 'kept@example.com');
+SAVEPOINT s;
+INSERT INTO bulk_users (id, email) SELECT g, 'r@example.com' FROM generate_series(5001, 5100) g;
+ROLLBACK TO SAVEPOINT s;
+COMMIT;
+SELECT (SELECT count(*) FROM bulk_rows) AS bulk_rows,
+       (SELECT string_agg(user_id, ',') FROM bulk_entries) AS entries;
+DELETE FROM dfend_outbox WHERE table_name = 'bulk_users'::regclass;
+DELETE FROM bulk_users WHERE id > 1000;
+
+-- Keys in a bulk row are pending: dfend_enqueue_backfill queues only the
+-- rows that have neither an entry nor a bulk row (here the 5 rows inserted
+-- before the table was attached).
+CREATE TABLE later_users (id int PRIMARY KEY, email text, dfend_id text);
+INSERT INTO later_users SELECT g, 'l' || g || '@example.com' FROM generate_series(1, 5) g;
+SELECT dfend_attach('later_users', 'id', 'dfend_id', email_column => 'email');
+INSERT INTO later_users SELECT g, 'l' || g || '@example.com' FROM generate_series(6, 105) g;
+SELECT dfend_enqueue_backfill('later_users');
+SELECT not_queued, pending FROM dfend_table_status('later_users');
+-- dfend_detach removes the table's bulk rows and entries, and says how
+-- many users it discarded; DROP TABLE does the same.
+SET client_min_messages = notice;
+SELECT dfend_detach('later_users');
+SET client_min_messages = warning;
+SELECT (SELECT count(*) FROM dfend_outbox_bulk WHERE table_name = 'later_users'::regclass) AS bulk_rows,
+       (SELECT count(*) FROM dfend_outbox WHERE table_name = 'later_users'::regclass) AS entries;
+SELECT dfend_attach('later_users', 'id', 'dfend_id', email_column => 'email');
+INSERT INTO later_users SELECT g, 'l' || g || '@example.com' FROM generate_series(106, 205) g;
+SELECT count(*) AS bulk_rows FROM dfend_outbox_bulk WHERE table_name = 'later_users'::regclass;
+CREATE TEMP TABLE later_oid AS SELECT 'later_users'::regclass::oid AS oid;
+DROP TABLE later_users;
+SELECT count(*) AS bulk_rows_left FROM dfend_outbox_bulk, later_oid
+WHERE table_name::oid = later_oid.oid;
 
 -- COPY: one call for the whole COPY, an entry per row.
 COPY bulk_users (id, email) FROM STDIN;
@@ -134,7 +229,9 @@ SELECT dfend_process_queue();
 SELECT count(dfend_id) AS with_id FROM bulk_parted;
 
 -- A sync table: COMMIT registers every row of a multi-row INSERT, an
--- INSERT ... SELECT and a COPY, and leaves no entry behind.
+-- INSERT ... SELECT (of 98 rows: a sync table writes no bulk rows, since
+-- COMMIT finds its entries by their ids) and a COPY, and leaves no entry
+-- behind.
 CREATE TABLE bulk_signups (id text PRIMARY KEY, email text, dfend_id text);
 SELECT dfend_attach('bulk_signups', 'id', 'dfend_id', email_column => 'email', mode => 'sync');
 \set before `test/emu stat posts`
@@ -142,14 +239,15 @@ SELECT dfend_attach('bulk_signups', 'id', 'dfend_id', email_column => 'email', m
 SET dfend.sync_timeout = '20s';
 INSERT INTO bulk_signups (id, email) VALUES ('s-1', 's1@example.com'), ('s-2', 's2@example.com');
 BEGIN;
-INSERT INTO bulk_signups (id, email) SELECT 's-' || g, 's' || g || '@example.com' FROM generate_series(3, 60) g;
-INSERT INTO bulk_signups (id, email) SELECT 's-' || g, 's' || g || '@example.com' FROM generate_series(61, 60) g;
+INSERT INTO bulk_signups (id, email) SELECT 's-' || g, 's' || g || '@example.com' FROM generate_series(3, 100) g;
+INSERT INTO bulk_signups (id, email) SELECT 's-' || g, 's' || g || '@example.com' FROM generate_series(101, 100) g;
 COPY bulk_signups (id, email) FROM STDIN;
-s-61	s61@example.com
-s-62	s62@example.com
+s-101	s101@example.com
+s-102	s102@example.com
 \.
 SELECT count(*) AS entries_before_commit FROM dfend_outbox
 WHERE table_name = 'bulk_signups'::regclass;
+SELECT count(*) AS bulk_rows FROM dfend_outbox_bulk WHERE table_name = 'bulk_signups'::regclass;
 COMMIT;
 \set after `test/emu stat posts`
 SELECT :after - :before AS posts_sent;
@@ -234,7 +332,7 @@ SELECT dfend_detach('public.owned_users');
 SELECT dfend_detach('bulk_parted');
 SELECT dfend_detach('bulk_signups');
 SELECT dfend_detach('bulk_users');
-DROP VIEW bulk_entries;
+DROP VIEW bulk_entries, bulk_rows;
 DROP TABLE owned_child, owned_users, unattached, bulk_users, bulk_parted, bulk_signups, text_users,
     float_users;
 DROP FUNCTION bulk_shift();

@@ -26,6 +26,7 @@
 #include "backend.hpp"
 #include "border.hpp"
 #include "dropped.hpp"
+#include "outbox.hpp"
 #include "owner.hpp"
 #include "worker_slots.hpp"
 #include "settings.hpp"
@@ -1002,14 +1003,28 @@ Datum dfend_enqueue_backfill(PG_FUNCTION_ARGS)
                           "AND t.%s %s $1::%s ORDER BY t.%s LIMIT %d",
                           target.key_sql, target.table_sql, target.id_sql, target.key_sql,
                           target.key_sql, target.key_greater, key_type, target.key_sql, kChunk);
-    // Rows with any entry (pending, or dead: see dfend_dead_letters) are left alone.
+    // Rows with any entry (pending, or dead: see dfend_dead_letters) are
+    // left alone, and so are the keys of bulk rows ($3), which are pending.
     char *insert = psprintf(
         "INSERT INTO %s.dfend_outbox (table_name, user_id, reason) "
         "SELECT DISTINCT $1, k.user_id, 'backfill' "
         "FROM pg_catalog.unnest($2::pg_catalog.text[]) AS k(user_id) WHERE NOT EXISTS ("
         "SELECT 1 FROM %s.dfend_outbox AS o WHERE o.table_name OPERATOR(pg_catalog.=) $1 "
-        "AND o.user_id OPERATOR(pg_catalog.=) k.user_id)",
+        "AND o.user_id OPERATOR(pg_catalog.=) k.user_id) "
+        "AND NOT k.user_id OPERATOR(pg_catalog.=) ANY ($3::pg_catalog.text[])",
         schema, schema);
+    // Read as the extension's owner (the caller needs no grant on it), and
+    // before the INSERT: a bulk row expanded meanwhile has left entries
+    // that the INSERT's later snapshot sees.
+    const bool has_bulk = OidIsValid(
+        get_relname_relid("dfend_outbox_bulk", get_func_namespace(fcinfo->flinfo->fn_oid)));
+    char *bulk_keys = psprintf(
+        "SELECT COALESCE(pg_catalog.array_agg(DISTINCT u.user_id), '{}') "
+        "FROM %s.dfend_outbox_bulk AS b, pg_catalog.unnest(b.user_ids) AS u(user_id) "
+        "WHERE b.table_name OPERATOR(pg_catalog.=) $1 "
+        "AND u.user_id OPERATOR(pg_catalog.=) ANY ($2::pg_catalog.text[])",
+        schema);
+    Oid extension_owner = outbox_owner();
 
     MemoryContext chunk_context =
         AllocSetContextCreate(CurrentMemoryContext, "dfend enqueue chunk", ALLOCSET_DEFAULT_SIZES);
@@ -1037,11 +1052,22 @@ Datum dfend_enqueue_backfill(PG_FUNCTION_ARGS)
                 ++oversized_keys;
         }
         if (text_count > 0) {
-            Oid types[2] = {REGCLASSOID, TEXTARRAYOID};
-            Datum values[2] = {ObjectIdGetDatum(table),
-                               PointerGetDatum(text_array(texts, text_count))};
-            execute(insert, 2, types, values, nullptr, SPI_OK_INSERT);
+            Oid types[3] = {REGCLASSOID, TEXTARRAYOID, TEXTARRAYOID};
+            Datum values[3] = {ObjectIdGetDatum(table),
+                               PointerGetDatum(text_array(texts, text_count)),
+                               PointerGetDatum(text_array(nullptr, 0))};
+            SPITupleTable *queued = nullptr;
+            if (has_bulk)
+                as_extension_owner(extension_owner, [&] {
+                    execute(bulk_keys, 2, types, values, nullptr, SPI_OK_SELECT);
+                    queued = SPI_tuptable;
+                    bool isnull = true;
+                    values[2] = SPI_getbinval(queued->vals[0], queued->tupdesc, 1, &isnull);
+                });
+            execute(insert, 3, types, values, nullptr, SPI_OK_INSERT);
             count += (int64) SPI_processed;
+            if (queued)
+                SPI_freetuptable(queued);
         }
         char *new_last = rows > 0 ? SPI_getvalue(keys->vals[rows - 1], keys->tupdesc, 1) : nullptr;
         MemoryContextSwitchTo(outer);

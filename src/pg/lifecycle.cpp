@@ -43,12 +43,21 @@ int64 pending_entries_dropped_by(Node *statement)
     Oid outbox = get_relname_relid("dfend_outbox", outbox_namespace());
     if (!OidIsValid(outbox) || pg_class_aclcheck(outbox, GetUserId(), ACL_SELECT) != ACLCHECK_OK)
         return -1;
+    // The user ids a bulk statement queued count as the entries they become.
+    Oid bulk = get_relname_relid("dfend_outbox_bulk", outbox_namespace());
+    bool with_bulk =
+        OidIsValid(bulk) && pg_class_aclcheck(bulk, GetUserId(), ACL_SELECT) == ACLCHECK_OK;
     SPI_connect();
     int nest_level = internal_sql_begin();
     int64 pending = -1;
-    char *query = psprintf("SELECT pg_catalog.count(*) FROM %s.dfend_outbox "
-                           "WHERE state OPERATOR(pg_catalog.=) 'pending'",
-                           schema);
+    char *query = psprintf(
+        "SELECT (SELECT pg_catalog.count(*) FROM %s.dfend_outbox "
+        "WHERE state OPERATOR(pg_catalog.=) 'pending') OPERATOR(pg_catalog.+) %s",
+        schema,
+        with_bulk ? psprintf("(SELECT COALESCE(pg_catalog.sum(pg_catalog.cardinality(user_ids)), 0) "
+                             "FROM %s.dfend_outbox_bulk)",
+                             schema)
+                  : "0");
     if (SPI_execute(query, true, 1) == SPI_OK_SELECT && SPI_processed == 1) {
         bool isnull = true;
         Datum value = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);

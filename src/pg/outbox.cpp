@@ -38,6 +38,7 @@
 #include "postgres.hpp"
 
 extern "C" {
+#include "access/tableam.h"
 #include "commands/async.h"
 #include "utils/json.h"
 }
@@ -1017,6 +1018,52 @@ OutboxResult process_outbox(int max_rows, bool probe_now)
     return result;
 }
 
+int64_t expand_bulk_entries(int max_keys)
+{
+    const char *schema = outbox_schema();
+    // Not there before ALTER EXTENSION dfend UPDATE to 0.5.0.
+    if (!schema || !OidIsValid(get_relname_relid("dfend_outbox_bulk", outbox_namespace())))
+        return 0;
+    SPI_connect();
+    int nest_level = internal_sql_begin();
+    // Entry ids follow the bulk rows' order and the ids' order in each.
+    char *expand = psprintf(
+        "WITH taken AS (DELETE FROM %s.dfend_outbox_bulk AS b "
+        "WHERE b.bulk_id OPERATOR(pg_catalog.=) ANY (SELECT c.bulk_id FROM "
+        "%s.dfend_outbox_bulk AS c ORDER BY c.bulk_id LIMIT $1 FOR UPDATE SKIP LOCKED) "
+        "RETURNING b.bulk_id, b.table_name, b.user_ids, b.reason, b.enqueued_at) "
+        "INSERT INTO %s.dfend_outbox (table_name, user_id, reason, next_attempt_at, enqueued_at) "
+        "SELECT t.table_name, u.user_id, t.reason, t.enqueued_at, t.enqueued_at "
+        "FROM taken AS t, pg_catalog.unnest(t.user_ids) WITH ORDINALITY AS u(user_id, n) "
+        "ORDER BY t.bulk_id, u.n",
+        schema, schema, schema);
+    Oid types[1] = {INT4OID};
+    Datum args[1] = {Int32GetDatum(std::max(1, max_keys / kBulkKeys))};
+    if (SPI_execute_with_args(expand, 1, types, args, nullptr, false, 0) != SPI_OK_INSERT)
+        elog(ERROR, "could not expand dfend outbox bulk entries");
+    int64 made = (int64) SPI_processed;
+    internal_sql_end(nest_level);
+    SPI_finish();
+    return made;
+}
+
+bool bulk_entries_waiting()
+{
+    if (!outbox_schema())
+        return false;
+    Oid bulk = get_relname_relid("dfend_outbox_bulk", outbox_namespace());
+    if (!OidIsValid(bulk))
+        return false;
+    Relation relation = table_open(bulk, AccessShareLock);
+    TableScanDesc scan = table_beginscan(relation, GetActiveSnapshot(), 0, nullptr);
+    TupleTableSlot *slot = table_slot_create(relation, nullptr);
+    bool found = table_scan_getnextslot(scan, ForwardScanDirection, slot);
+    ExecDropSingleTupleTableSlot(slot);
+    table_endscan(scan);
+    table_close(relation, AccessShareLock);
+    return found;
+}
+
 void register_own_entries(const int64_t *entry_ids, int count, long budget_ms)
 {
     const char *schema = outbox_schema();
@@ -1148,6 +1195,8 @@ Datum dfend_process_queue(PG_FUNCTION_ARGS)
     int batch = std::max(1, current_outbox_settings().batch_size);
     bool first = true;
     while (processed < max_rows) {
+        // Bulk rows first, in the caller's transaction.
+        expand_bulk_entries(batch);
         pgstat_report_wait_start(PG_WAIT_EXTENSION);
         // An explicit call may probe at once; the breaker paces the rest.
         OutboxResult round = process_outbox(std::min<int64>(batch, max_rows - processed), first);

@@ -21,6 +21,21 @@ struct OutboxResult {
 // probes at once instead of waiting for the breaker's timer.
 OutboxResult process_outbox(int max_rows, bool probe_now = false);
 
+// User ids per row of dfend_outbox_bulk at most (trigger.cpp writes them).
+constexpr int kBulkKeys = 1000;
+
+// PostgreSQL-style; call inside a transaction, before process_outbox. Turns
+// the oldest rows of dfend_outbox_bulk (at least one, about max_keys user
+// ids) into ordinary pending entries of dfend_outbox, due since the bulk
+// row was queued, and deletes them, in one statement; returns the entries
+// made. Rows another session is expanding are skipped.
+std::int64_t expand_bulk_entries(int max_keys);
+// PostgreSQL-style; in a transaction with an active snapshot. Whether
+// dfend_outbox_bulk holds a row visible now: a scan that stops at the first
+// one, far cheaper than planning expand_bulk_entries's statement, which the
+// worker therefore runs only then.
+bool bulk_entries_waiting();
+
 // PostgreSQL-style; from COMMIT (see commit.cpp). Registers the committing
 // transaction's own pending entries of sync tables, spending at most
 // budget_ms on requests, and stores their ids. What does not finish stays

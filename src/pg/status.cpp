@@ -12,8 +12,9 @@
 //     the table or its attachment is read, so a role without SELECT learns
 //     nothing;
 //   - the extension's owner (the owner of these functions) reads dfend's own
-//     tables, dfend_attachment and dfend_outbox, as a SECURITY DEFINER
-//     function would: the same user switch, with search_path fixed;
+//     tables, dfend_attachment, dfend_outbox and dfend_outbox_bulk, as a
+//     SECURITY DEFINER function would: the same user switch, with
+//     search_path fixed;
 //   - the table's owner reads the table, through run_as_owner.
 // Everything is read with the caller's snapshot (SPI read-only), so the
 // counts agree with each other. PostgreSQL-style throughout.
@@ -51,6 +52,7 @@ struct StatusTarget {
     char *key_greater;
     Oid key_type;
     char *key_base_sql;   // the key's base type, qualified, without typmod
+    bool has_bulk;        // dfend_outbox_bulk exists (0.5.0 and later)
 };
 
 void select_or_fail(const char *query, int nargs, Oid *types, Datum *values)
@@ -105,6 +107,8 @@ StatusTarget resolve(FunctionCallInfo fcinfo, Oid table)
     if (!schema)
         elog(ERROR, "could not find the schema of the dfend extension");
     target.schema_sql = pstrdup(quote_identifier(schema));
+    target.has_bulk = OidIsValid(
+        get_relname_relid("dfend_outbox_bulk", get_func_namespace(fcinfo->flinfo->fn_oid)));
 
     char *query = psprintf("SELECT a.user_id_column, a.id_column FROM %s.dfend_attachment AS a "
                            "WHERE a.table_name OPERATOR(pg_catalog.=) $1",
@@ -224,13 +228,25 @@ Datum dfend_user_status(PG_FUNCTION_ARGS)
         }))
         ReThrowError(error);
 
-    // The outbox knows the row by its key as the trigger wrote it.
+    // The outbox knows the row by its key as the trigger wrote it. A key in
+    // a bulk row is pending as if expanded (no attempt yet, due since it was
+    // queued); an entry of its own, if any, says more.
+    char *bulk_entries =
+        target.has_bulk
+            ? psprintf("UNION ALL SELECT 'pending', 0, b.enqueued_at, NULL, b.enqueued_at, NULL "
+                       "FROM %s.dfend_outbox_bulk AS b WHERE b.table_name "
+                       "OPERATOR(pg_catalog.=) $1 AND $2 OPERATOR(pg_catalog.=) ANY (b.user_ids) ",
+                       target.schema_sql)
+            : pstrdup("");
     char *entry_query = psprintf(
-        "SELECT o.state, o.attempts, o.next_attempt_at, o.last_error, o.enqueued_at "
+        "SELECT e.state, e.attempts, e.next_attempt_at, e.last_error, e.enqueued_at FROM ("
+        "SELECT o.state, o.attempts, o.next_attempt_at, o.last_error, o.enqueued_at, o.entry_id "
         "FROM %s.dfend_outbox AS o WHERE o.table_name OPERATOR(pg_catalog.=) $1 "
-        "AND o.user_id OPERATOR(pg_catalog.=) $2 "
-        "ORDER BY o.state OPERATOR(pg_catalog.=) 'pending' DESC, o.entry_id DESC LIMIT 1",
-        target.schema_sql);
+        "AND o.user_id OPERATOR(pg_catalog.=) $2 %s) "
+        "AS e(state, attempts, next_attempt_at, last_error, enqueued_at, entry_id) "
+        "ORDER BY e.state OPERATOR(pg_catalog.=) 'pending' DESC, e.entry_id DESC NULLS LAST "
+        "LIMIT 1",
+        target.schema_sql, bulk_entries);
     Oid entry_types[2] = {REGCLASSOID, TEXTOID};
     Datum entry_values[2] = {ObjectIdGetDatum(table), CStringGetTextDatum(key ? key : user_id)};
     Datum values[6] = {};
@@ -299,17 +315,28 @@ Datum dfend_table_status(PG_FUNCTION_ARGS)
                           target.key_sql, target.table_sql, target.id_sql, target.key_sql,
                           target.key_sql, target.key_greater, target.key_sql, kChunk);
     // A user id with a pending entry is pending, else one with a dead entry
-    // is dead. Duplicate keys in the chunk are rows of their own.
+    // is dead; a key in a bulk row is pending. Duplicate keys in the chunk
+    // are rows of their own.
+    char *bulk_entries =
+        target.has_bulk
+            ? psprintf("UNION ALL SELECT u.user_id, true, b.enqueued_at "
+                       "FROM %s.dfend_outbox_bulk AS b, pg_catalog.unnest(b.user_ids) AS u(user_id) "
+                       "WHERE b.table_name OPERATOR(pg_catalog.=) $1 "
+                       "AND u.user_id OPERATOR(pg_catalog.=) ANY ($2::pg_catalog.text[]) ",
+                       target.schema_sql)
+            : pstrdup("");
     char *entries = psprintf(
         "SELECT pg_catalog.count(*) FILTER (WHERE e.pending), "
         "pg_catalog.count(*) FILTER (WHERE NOT e.pending), pg_catalog.min(e.oldest) "
         "FROM pg_catalog.unnest($2::pg_catalog.text[]) AS k(user_id) JOIN ("
-        "SELECT o.user_id, pg_catalog.bool_or(o.state OPERATOR(pg_catalog.=) 'pending') AS pending, "
-        "pg_catalog.min(o.enqueued_at) FILTER (WHERE o.state OPERATOR(pg_catalog.=) 'pending') "
-        "AS oldest FROM %s.dfend_outbox AS o WHERE o.table_name OPERATOR(pg_catalog.=) $1 "
-        "AND o.user_id OPERATOR(pg_catalog.=) ANY ($2::pg_catalog.text[]) GROUP BY o.user_id"
+        "SELECT a.user_id, pg_catalog.bool_or(a.pending) AS pending, "
+        "pg_catalog.min(a.enqueued_at) FILTER (WHERE a.pending) AS oldest FROM ("
+        "SELECT o.user_id, o.state OPERATOR(pg_catalog.=) 'pending', o.enqueued_at "
+        "FROM %s.dfend_outbox AS o WHERE o.table_name OPERATOR(pg_catalog.=) $1 "
+        "AND o.user_id OPERATOR(pg_catalog.=) ANY ($2::pg_catalog.text[]) %s"
+        ") AS a(user_id, pending, enqueued_at) GROUP BY a.user_id"
         ") AS e ON e.user_id OPERATOR(pg_catalog.=) k.user_id",
-        target.schema_sql);
+        target.schema_sql, bulk_entries);
 
     int64 rows = 0, stored = 0, pending = 0, dead = 0;
     bool have_oldest = false;

@@ -5,8 +5,10 @@
 // Both modes fire AFTER INSERT/UPDATE and write an outbox entry for each new
 // or changed row. dfend_insert is a statement trigger that reads the
 // statement's rows from its transition table and writes their entries in
-// one pass (a partitioned table's dfend_insert, and one made before 0.4.0,
-// is a row trigger); dfend_update is a row trigger.
+// one pass, or, for more than kBulkThreshold rows of an async table, their
+// user ids in rows of dfend_outbox_bulk (a partitioned table's
+// dfend_insert, and one made before 0.4.0, is a row trigger); dfend_update
+// is a row trigger.
 // async: the worker sends it after commit.
 // sync: the transaction's COMMIT sends it, just before it completes
 //   (commit.cpp), so a row that is never stored is never registered.
@@ -59,12 +61,17 @@ void check_user_id_size(Datum value, TupleDesc desc, int number, const char *col
 
 // Where an outbox entry goes, looked up once per backend and forgotten when
 // the outbox table's relcache entry is invalidated (DROP EXTENSION, say).
+// bulk_table is InvalidOid until ALTER EXTENSION dfend UPDATE to 0.5.0
+// creates dfend_outbox_bulk; every statement then writes an entry per row.
 struct OutboxTarget {
     bool valid;
     Oid table;
     Oid sequence;
     AttrNumber entry_id, table_name, user_id, reason, state, attempts, next_attempt_at,
         enqueued_at;
+    Oid bulk_table;
+    Oid bulk_sequence;
+    AttrNumber bulk_id, bulk_table_name, bulk_user_ids, bulk_reason, bulk_enqueued_at;
 };
 OutboxTarget outbox_target = {};
 bool invalidation_registered = false;
@@ -79,7 +86,10 @@ HTAB *verified_triggers = nullptr;
 
 void forget_outbox_target(Datum, Oid relation)
 {
-    if (relation == InvalidOid || relation == outbox_target.table)
+    // Without dfend_outbox_bulk, any invalidation may be the one of its
+    // creation (ALTER EXTENSION dfend UPDATE): looked up again.
+    if (relation == InvalidOid || relation == outbox_target.table ||
+        relation == outbox_target.bulk_table || !OidIsValid(outbox_target.bulk_table))
         outbox_target.valid = false;
     if (verified_triggers) {
         hash_destroy(verified_triggers);
@@ -230,6 +240,18 @@ const OutboxTarget &find_outbox()
     found.valid = OidIsValid(found.sequence);
     if (!found.valid)
         elog(ERROR, "dfend outbox sequence is missing");
+    Oid bulk = get_relname_relid("dfend_outbox_bulk", get_rel_namespace(table));
+    Oid bulk_sequence =
+        get_relname_relid("dfend_outbox_bulk_bulk_id_seq", get_rel_namespace(table));
+    if (OidIsValid(bulk) && OidIsValid(bulk_sequence)) {
+        found.bulk_table = bulk;
+        found.bulk_sequence = bulk_sequence;
+        found.bulk_id = get_attnum(bulk, "bulk_id");
+        found.bulk_table_name = get_attnum(bulk, "table_name");
+        found.bulk_user_ids = get_attnum(bulk, "user_ids");
+        found.bulk_reason = get_attnum(bulk, "reason");
+        found.bulk_enqueued_at = get_attnum(bulk, "enqueued_at");
+    }
     outbox_target = found;
     return outbox_target;
 }
@@ -336,6 +358,108 @@ void writer_close(OutboxWriter *writer)
     table_close(writer->outbox, NoLock);
 }
 
+// A statement of an async table that inserted more rows than
+// kBulkThreshold writes their keys into dfend_outbox_bulk instead: one row
+// per kBulkKeys keys (fewer when they add up to kBulkBytes), which costs a
+// fraction of an outbox entry per key (no heap tuple, sequence value or
+// index entries of its own). The worker and dfend_process_queue() expand a
+// bulk row into ordinary entries before they claim (outbox.cpp). Smaller
+// statements keep an entry per row, so that nothing stands between their
+// commit and the worker's claim.
+constexpr int64 kBulkThreshold = 64;
+constexpr Size kBulkBytes = 1024 * 1024;
+
+struct BulkWriter {
+    OutboxTarget target;
+    Relation bulk;
+    EState *estate;
+    ResultRelInfo *result_relation;
+    TupleTableSlot *slot;
+    CommandId command;
+    TimestampTz now;
+    MemoryContext chunk_memory; // the chunk's keys, reset after each row
+    Oid table;                  // the attached table, from the trigger's relation
+    Datum *keys;                // text
+    int count;
+    Size bytes;
+    Datum reason;
+};
+
+void bulk_open(BulkWriter *writer, Oid table)
+{
+    *writer = {};
+    writer->target = find_outbox();
+    writer->bulk = table_open(writer->target.bulk_table, RowExclusiveLock);
+    writer->estate = CreateExecutorState();
+    writer->result_relation = makeNode(ResultRelInfo);
+    InitResultRelInfo(writer->result_relation, writer->bulk, 1, nullptr, 0);
+    ExecOpenIndices(writer->result_relation, false);
+    writer->slot = MakeSingleTupleTableSlot(RelationGetDescr(writer->bulk),
+                                            table_slot_callbacks(writer->bulk));
+    writer->command = GetCurrentCommandId(true);
+    writer->now = GetCurrentTransactionStartTimestamp(); // what now() returns
+    writer->chunk_memory = AllocSetContextCreate(CurrentMemoryContext, "dfend outbox bulk chunk",
+                                                 ALLOCSET_DEFAULT_SIZES);
+    writer->table = table;
+    writer->keys = (Datum *) palloc(sizeof(Datum) * kBulkKeys);
+    writer->reason = CStringGetTextDatum("insert");
+}
+
+// Writes the chunk's keys as one row (the heap toasts the array).
+void bulk_flush(BulkWriter *writer)
+{
+    if (writer->count == 0)
+        return;
+    const OutboxTarget &target = writer->target;
+    TupleTableSlot *slot = writer->slot;
+    ExecClearTuple(slot);
+    Datum *values = slot->tts_values;
+    bool *nulls = slot->tts_isnull;
+    memset(nulls, true, sizeof(bool) * slot->tts_tupleDescriptor->natts);
+    auto set = [&](AttrNumber column, Datum value) {
+        values[column - 1] = value;
+        nulls[column - 1] = false;
+    };
+    MemoryContext caller = MemoryContextSwitchTo(writer->chunk_memory);
+    ArrayType *user_ids =
+        construct_array(writer->keys, writer->count, TEXTOID, -1, false, TYPALIGN_INT);
+    MemoryContextSwitchTo(caller);
+    set(target.bulk_id, Int64GetDatum(nextval_internal(target.bulk_sequence, false)));
+    set(target.bulk_table_name, ObjectIdGetDatum(writer->table));
+    set(target.bulk_user_ids, PointerGetDatum(user_ids));
+    set(target.bulk_reason, writer->reason);
+    set(target.bulk_enqueued_at, TimestampTzGetDatum(writer->now));
+    ExecStoreVirtualTuple(slot);
+    table_tuple_insert(writer->bulk, slot, writer->command, 0, nullptr);
+    compat::insert_index_tuples(writer->result_relation, slot, writer->estate);
+    ResetPerTupleExprContext(writer->estate);
+    ExecClearTuple(slot);
+    writer->count = 0;
+    writer->bytes = 0;
+    MemoryContextReset(writer->chunk_memory);
+}
+
+void bulk_add(BulkWriter *writer, KeyPrinter *printer, Datum user_id)
+{
+    MemoryContext caller = MemoryContextSwitchTo(writer->chunk_memory);
+    text *key = cstring_to_text(print_key(printer, user_id));
+    MemoryContextSwitchTo(caller);
+    writer->keys[writer->count++] = PointerGetDatum(key);
+    writer->bytes += VARSIZE(key);
+    if (writer->count == kBulkKeys || writer->bytes >= kBulkBytes)
+        bulk_flush(writer);
+}
+
+void bulk_close(BulkWriter *writer)
+{
+    bulk_flush(writer);
+    ExecDropSingleTupleTableSlot(writer->slot);
+    ExecCloseIndices(writer->result_relation);
+    FreeExecutorState(writer->estate);
+    MemoryContextDelete(writer->chunk_memory);
+    table_close(writer->bulk, NoLock);
+}
+
 // The table a row is queued under: the attached one, which is the root of
 // a partitioned table (its mapping is what the worker reads).
 Oid queued_table_of(Relation relation)
@@ -383,7 +507,9 @@ Datum enqueue_row(TriggerData *data)
 
 // The statement trigger: one entry for each row in the transition table
 // (the rows the statement inserted, as PostgreSQL collected them; never
-// the owner's code), with the same rules as the row trigger.
+// the owner's code), with the same rules as the row trigger; many keys per
+// row of dfend_outbox_bulk when they are many (see kBulkThreshold). The
+// bulk rows' table is the trigger's relation, never an argument.
 void enqueue_statement(TriggerData *data)
 {
     char **args = data->tg_trigger->tgargs;
@@ -404,8 +530,13 @@ void enqueue_statement(TriggerData *data)
     // transition table in SQL takes one.
     tuplestore_select_read_pointer(rows, tuplestore_alloc_read_pointer(rows, 0));
     tuplestore_rescan(rows);
+    int64 count = tuplestore_tuple_count(rows);
+    // A sync table's COMMIT registers its entries by their ids: one each.
+    const bool in_bulk =
+        !sync && count > kBulkThreshold && OidIsValid(find_outbox().bulk_table);
     TupleTableSlot *row = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
     OutboxWriter writer;
+    BulkWriter bulk;
     bool writing = false;
     while (tuplestore_gettupleslot(rows, true, false, row)) {
         bool user_is_null = true, id_is_null = true;
@@ -414,8 +545,14 @@ void enqueue_statement(TriggerData *data)
         if (user_is_null || !id_is_null)
             continue;
         check_user_id_size(user_id, desc, user_number, args[1], relation);
+        if (in_bulk) {
+            if (!writing)
+                bulk_open(&bulk, queued_table);
+            writing = true;
+            bulk_add(&bulk, &printer, user_id);
+            continue;
+        }
         if (!writing) {
-            int64 count = tuplestore_tuple_count(rows);
             writer_open(&writer, "insert", (int) std::min<int64>(count, kBatchRows));
             writing = true;
         }
@@ -428,7 +565,10 @@ void enqueue_statement(TriggerData *data)
     }
     ExecDropSingleTupleTableSlot(row);
     if (writing) {
-        writer_close(&writer);
+        if (in_bulk)
+            bulk_close(&bulk);
+        else
+            writer_close(&writer);
         note_enqueued();
     }
 }

@@ -178,6 +178,20 @@ void dfend_worker_main(Datum argument)
         StartTransactionCommand();
         PushActiveSnapshot(GetTransactionSnapshot());
         installed = extension_installed();
+        if (installed && bulk_entries_waiting()) {
+            // Rows a bulk statement queued become entries first, whatever
+            // the breaker says (local work), in a transaction of their own:
+            // committed before the claim, so the status functions and
+            // dfend_detach see entries at once and a failing batch does not
+            // undo it. Checked first, so a round without bulk rows costs
+            // no more than before.
+            expand_bulk_entries(settings.batch_size);
+            PopActiveSnapshot();
+            CommitTransactionCommand();
+            SetCurrentStatementStartTimestamp();
+            StartTransactionCommand();
+            PushActiveSnapshot(GetTransactionSnapshot());
+        }
         if (installed) {
             report_worker_state("sending");
             pgstat_report_activity(STATE_RUNNING, "dfend: draining the outbox");

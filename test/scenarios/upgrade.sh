@@ -31,6 +31,8 @@ pg_virtualenv -t -v "$DFEND_PG_VERSION" -o "dfend.api_url=$DFEND_EMULATOR_URL" \
     dumped="SELECT string_agg(c::regclass::text, \$\$,\$\$ ORDER BY c::regclass::text) FROM pg_extension e, unnest(e.extconfig) c WHERE e.extname = \$\$dfend\$\$"
     fresh_dumped=$(PGDATABASE=fresh sql "$dumped")
     expect_match "a fresh install dumps the backfill history" "$fresh_dumped" "dfend_backfill_run,"
+    expect_match "and the bulk rows of the outbox" "$fresh_dumped" "(^|,)dfend_outbox_bulk(,|$)"
+    expect_match "with their sequence" "$fresh_dumped" "(^|,)dfend_outbox_bulk_bulk_id_seq(,|$)"
 
     # The insert triggers dfend_attach makes now, on the tables the loop
     # attaches (the update triggers of 0.1.0 attachments keep their own WHEN).
@@ -97,7 +99,21 @@ pg_virtualenv -t -v "$DFEND_PG_VERSION" -o "dfend.api_url=$DFEND_EMULATOR_URL" \
             "$(sql "SELECT count(*) FROM pg_trigger WHERE tgname LIKE \$\$dfend%\$\$ AND tgtype & 1 = 0")" 0
     fi
 
-    sql "ALTER EXTENSION dfend UPDATE" >/dev/null
+    # In one session: a 100-row INSERT before the update (no
+    # dfend_outbox_bulk yet: an entry per row), the update, and the same
+    # after it (the trigger finds the new table: one bulk row).
+    psql -XAtq -v ON_ERROR_STOP=1 \
+        -c "INSERT INTO users SELECT i, format(\$\$u%s@example.com\$\$, i) FROM generate_series(1000, 1099) AS i" \
+        -c "ALTER EXTENSION dfend UPDATE" \
+        -c "INSERT INTO users SELECT i, format(\$\$u%s@example.com\$\$, i) FROM generate_series(1100, 1199) AS i" >/dev/null
+    expect "$from: before the update, 100 rows of one INSERT have an entry each" \
+        "$(sql "SELECT count(*) FROM dfend_outbox WHERE table_name = \$\$users\$\$::regclass AND user_id::int BETWEEN 1000 AND 1099")" 100
+    expect "$from: after it, in the same session, the next 100 make one bulk row" \
+        "$(sql "SELECT count(*) || \$\$ \$\$ || min(user_ids[1]) || \$\$ \$\$ || sum(cardinality(user_ids)) FROM dfend_outbox_bulk")" "1 1100 100"
+    expect "$from: the queue status counts both" "$(sql "SELECT pending FROM dfend_queue_status")" 202
+    sql "DELETE FROM dfend_outbox WHERE table_name = \$\$users\$\$::regclass AND user_id::int >= 1000" >/dev/null
+    sql "DELETE FROM dfend_outbox_bulk" >/dev/null
+    sql "DELETE FROM users WHERE id >= 1000" >/dev/null
     expect "$from: ALTER EXTENSION dfend UPDATE reaches $target" "$(sql "SELECT extversion FROM pg_extension WHERE extname = \$\$dfend\$\$")" "$target"
     updated=$(sql "$describe")
     if [ "$updated" = "$fresh" ]; then
@@ -123,6 +139,11 @@ pg_virtualenv -t -v "$DFEND_PG_VERSION" -o "dfend.api_url=$DFEND_EMULATOR_URL" \
     expect "$from: the statement trigger queues each row of a multi-row INSERT once" \
         "$(sql "SELECT count(*) || \$\$ \$\$ || count(DISTINCT user_id) FROM dfend_outbox WHERE table_name = \$\$users\$\$::regclass AND user_id::int >= 10")" "10 10"
     expect "$from: and they drain" "$(sql "SELECT dfend_process_queue()")" 10
+    sql "INSERT INTO users SELECT i, format(\$\$u%s@example.com\$\$, i) FROM generate_series(100, 199) AS i" >/dev/null
+    expect "$from: 100 rows of one INSERT are one bulk row" \
+        "$(sql "SELECT count(*) || \$\$ \$\$ || sum(cardinality(user_ids)) FROM dfend_outbox_bulk WHERE table_name = \$\$users\$\$::regclass")" "1 100"
+    expect "$from: which drains" "$(sql "SELECT dfend_process_queue()")" 100
+    expect "$from: every one of them got its id" "$(sql "SELECT count(dfend_id) FROM users WHERE id BETWEEN 100 AND 199")" 100
     sql "INSERT INTO parted VALUES (7, \$\$seven@example.com\$\$)" >/dev/null
     sql "INSERT INTO parted_low VALUES (8, \$\$eight@example.com\$\$)" >/dev/null
     expect "$from: the partitioned table still queues rows, inserted through it or not" \

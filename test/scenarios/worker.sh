@@ -1,7 +1,8 @@
 #!/bin/bash
 # The outbox worker: wake-ups on commit, 1,000 inserts in separate
-# transactions, rollbacks, an immediate shutdown with entries pending,
-# faults, dead letters, SIGHUP, SIGTERM and restart after an error.
+# transactions, rollbacks, an immediate shutdown with entries pending (and
+# again with a bulk insert half expanded), faults, dead letters, SIGHUP,
+# SIGTERM and restart after an error.
 source "$(dirname "$0")/../lib.sh"
 make_run_dir
 trap 'stop_emulators; rm -rf "$DFEND_RUN_DIR"' EXIT
@@ -65,6 +66,28 @@ pg_virtualenv -t -v "$DFEND_PG_VERSION" -o shared_preload_libraries=dfend -o "df
     expect "no row lost its id" "$(missing)" 0
     expect "no duplicate identities (300 created)" "$(emu stat created)" 300
     expect "DFend holds one identity per row" "$(emu stat identities)" 300
+
+    # One INSERT of 2,500 rows (three rows of dfend_outbox_bulk) wakes the
+    # worker too, which expands them into entries a row at a time as it
+    # sends; an immediate shutdown meanwhile loses and repeats nothing.
+    emu reset
+    emu config "{\"latency_ms\": 100}"
+    sql "INSERT INTO users SELECT i, \$\$b\$\$ || i || \$\$@example.com\$\$ FROM generate_series(10001, 12500) i" >/dev/null
+    if wait_until 10 some_sent; then pass "a bulk insert wakes the worker"; else fail "a bulk insert wakes the worker"; fi
+    bulk_left=$(sql "SELECT count(*) FROM dfend_outbox_bulk")
+    entries=$(sql "SELECT count(*) FROM dfend_outbox")
+    pg_ctlcluster $cluster stop -m immediate
+    if [ "$bulk_left" -ge 1 ] && [ "$entries" -ge 1 ]; then
+        pass "immediate shutdown with $bulk_left bulk rows and $entries entries pending"
+    else
+        fail "immediate shutdown with $bulk_left bulk rows and $entries entries pending (expected both)"
+    fi
+    emu config "{\"latency_ms\": 0}"
+    pg_ctlcluster $cluster start
+    if wait_until 60 drained; then pass "after restart the bulk rows drained"; else fail "after restart the bulk rows drained (pending $(pending))"; fi
+    expect "every bulk-inserted row has its id" "$(missing)" 0
+    expect "no duplicate identities (2,500 created)" "$(emu stat created)" 2500
+    expect "nothing left in dfend_outbox_bulk" "$(sql "SELECT count(*) FROM dfend_outbox_bulk")" 0
 
     # Faults: 5xx, 429 with Retry-After, dropped connections (after commit),
     # hangs longer than the request timeout.
