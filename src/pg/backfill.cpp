@@ -798,7 +798,7 @@ Datum dfend_backfill_batch(PG_FUNCTION_ARGS)
     //    here on voids the carried rows (in_use stays set).
     std::uint64_t generation = 0;
     if (total > 0) {
-        carry.in_use = true;
+        carry.in_use = !settings.dry_run;
         if (!settings.dry_run)
             pgstat_report_wait_start(PG_WAIT_EXTENSION);
         cpp_call([&] { handle_rows(batch, results, settings, &generation); });
