@@ -9,6 +9,11 @@ Fault classify_failure(ErrorKind kind, bool permanent) noexcept
     return is_transient(kind) ? Fault::Transient : Fault::Systemic;
 }
 
+bool batch_means_down(int succeeded, int transient_failures, bool systemic) noexcept
+{
+    return succeeded == 0 && (systemic || transient_failures >= kTransientFailuresThatMeanDown);
+}
+
 BreakerEvent breaker_event_for_outcome(bool succeeded, ErrorKind kind, int requests) noexcept
 {
     if (requests <= 0)

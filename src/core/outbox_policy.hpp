@@ -1,6 +1,7 @@
-// How a failed outbox entry ends a round: one policy for every caller (the
-// worker, dfend_process_queue, a COMMIT's own entries), so the SQL that
-// records it holds no policy of its own. Pure, unit-tested
+// How a failed outbox entry ends a round, and a failed backfill row its
+// batch: one policy for every caller (the worker, dfend_process_queue, a
+// COMMIT's own entries, dfend_backfill_batch), so the SQL that records it
+// holds no policy of its own. Pure, unit-tested
 // (test/unit/outbox_policy_test.cpp).
 #pragma once
 #include "pure.hpp"
@@ -21,6 +22,13 @@ enum class Fault : std::uint8_t {
 
 // `permanent` is the engine's verdict (JobOutcome::permanent).
 Fault classify_failure(ErrorKind kind, bool permanent) noexcept;
+
+// A backfill batch that stored nothing, with a systemic failure or this
+// many transient ones, says DFend is down or misconfigured: the run stops
+// instead of walking the rest of the table (a handful of stubborn rows in a
+// later pass does not stop it).
+constexpr int kTransientFailuresThatMeanDown = 10;
+bool batch_means_down(int succeeded, int transient_failures, bool systemic) noexcept;
 
 // What the breaker learns from one outcome. `requests` is how many HTTP
 // requests the job sent: a job refused by local validation sent none and

@@ -23,6 +23,7 @@
 // table. PostgreSQL-style except inside cpp_call (see border.hpp).
 #include "../core/codec.hpp"
 #include "../core/engine.hpp"
+#include "../core/outbox_policy.hpp"
 #include "backend.hpp"
 #include "border.hpp"
 #include "dropped.hpp"
@@ -221,13 +222,6 @@ std::string error_text(const Error &error)
     if (!error.detail().empty())
         text += ": " + error.detail();
     return text;
-}
-
-// Kinds that say nothing about one row but about the whole setup (the key,
-// the URL, TLS): the run stops instead of dead-lettering every row.
-bool stops_the_run(ErrorKind kind)
-{
-    return kind != ErrorKind::InvalidArgument && !is_transient(kind);
 }
 
 bool needs_request(const BatchRow &row)
@@ -454,7 +448,8 @@ void handle_rows(const BatchRows &batch, RowResult *results, const BatchSettings
             continue;
         }
         const Error &error = *outcome.error;
-        if (outcome.permanent) { // the row's own data
+        const Fault fault = classify_failure(error.kind(), outcome.permanent);
+        if (fault == Fault::Row) {
             result.fate = kDead;
             result.error = server_text(error_text(error));
             continue;
@@ -467,16 +462,13 @@ void handle_rows(const BatchRows &batch, RowResult *results, const BatchSettings
         ++failed;
         if (!first_failure)
             first_failure = &error;
-        if (!first_systemic && stops_the_run(error.kind()))
+        if (!first_systemic && fault == Fault::Systemic)
             first_systemic = &error;
     }
     *generation = backend.engine_generation();
-    // Nothing got through. A rejected key, a TLS or configuration problem,
-    // or replies that are not DFend's stop the run at once; so does a batch
-    // of transient failures big enough to say DFend is down (a handful of
-    // stubborn rows in a later pass does not).
-    constexpr int kFailuresThatMeanDown = 10;
-    if (stored == 0 && (first_systemic || failed >= kFailuresThatMeanDown)) {
+    // Nothing got through: a rejected key, a TLS or configuration problem,
+    // replies that are not DFend's, or DFend down (see batch_means_down).
+    if (batch_means_down(stored, failed, first_systemic != nullptr)) {
         Error stop = first_systemic ? *first_systemic : *first_failure;
         stop.append_detail("Every request of a batch failed, so the backfill stopped; the ids "
                            "stored by earlier batches are kept. Run it again to continue.");

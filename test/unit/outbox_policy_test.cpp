@@ -38,3 +38,11 @@ TEST(OutboxPolicy, OnlyAnOpenBreakerHoldsFailures)
     EXPECT_FALSE(held_by_breaker(BreakerMode::Open, BreakerEvent::Neutral));
     EXPECT_FALSE(held_by_breaker(BreakerMode::Open, BreakerEvent::Success));
 }
+
+TEST(OutboxPolicy, ABackfillBatchMeansDownOnlyWhenNothingGotThrough)
+{
+    EXPECT_TRUE(batch_means_down(0, 0, true));
+    EXPECT_TRUE(batch_means_down(0, kTransientFailuresThatMeanDown, false));
+    EXPECT_FALSE(batch_means_down(0, kTransientFailuresThatMeanDown - 1, false));
+    EXPECT_FALSE(batch_means_down(1, 100, true)); // some rows got ids: not down
+}
