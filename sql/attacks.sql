@@ -216,3 +216,163 @@ SELECT rows, registered FROM dfend_backfill_batch('public.private_users', 'id', 
 RESET ROLE;
 SELECT count(dfend_id) AS stored FROM private_users;
 SELECT * FROM escalated;
+
+-- 10. The bulk outbox (a red-team review of 0.5.0). Only dfend writes
+-- dfend_outbox_bulk: its rows name the table whose trigger wrote them, and
+-- hold exactly the keys that statement inserted.
+CREATE ROLE dfend_writer;
+SET ROLE dfend_alice;
+SELECT try($$INSERT INTO dfend_outbox_bulk (table_name, user_ids) VALUES ('seen', '{1}')$$) AS bulk_insert,
+       try($$UPDATE dfend_outbox_bulk SET table_name = 'seen'$$) AS bulk_update,
+       try($$DELETE FROM dfend_outbox_bulk$$) AS bulk_delete,
+       try($$TRUNCATE dfend_outbox_bulk$$) AS bulk_truncate,
+       try($$SELECT 1 FROM dfend_outbox_bulk FOR UPDATE$$) AS bulk_lock,
+       try($$SELECT nextval('dfend_outbox_bulk_bulk_id_seq')$$) AS bulk_sequence;
+CREATE TABLE many_users (id trap_key PRIMARY KEY, email text, dfend_id text);
+CREATE TABLE other_users (id int PRIMARY KEY, email text, dfend_id text);
+-- No index on the user id: a btree entry could not hold a long one.
+CREATE TABLE long_users (id text, email text, dfend_id text);
+RESET ROLE;
+CREATE TABLE victim_users (id int PRIMARY KEY, email text, dfend_id text);
+SELECT dfend_attach('public.' || t, 'id', 'dfend_id', 'email')
+FROM unnest(ARRAY['many_users', 'other_users', 'long_users', 'victim_users']) t;
+GRANT INSERT ON many_users, long_users TO dfend_writer;
+TRUNCATE seen;
+CREATE TEMP VIEW bulk_keys AS
+SELECT b.table_name, count(*) AS keys, min(u.k::int) AS first, max(u.k::int) AS last
+FROM dfend_outbox_bulk b, unnest(b.user_ids) u(k) GROUP BY 1 ORDER BY 1::text;
+-- A role with INSERT: a statement of 100 rows is one bulk row of the
+-- table's own keys (the key's domain CHECK ran as the inserting role).
+SET ROLE dfend_writer;
+INSERT INTO many_users (id, email) SELECT g, 'm' || g || '@example.com' FROM generate_series(1, 100) g;
+SELECT try($$SELECT count(*) FROM dfend_outbox_bulk$$) AS writer_reads_bulk;
+RESET ROLE;
+SELECT * FROM bulk_keys;
+-- The owner forges dfend_insert on their other table with arguments its
+-- attachment does not have (merge on), and inserts through a view and a
+-- rule: the keys are queued under the table that holds the rows, once.
+SET ROLE dfend_alice;
+DROP TRIGGER dfend_insert ON other_users;
+CREATE TRIGGER dfend_insert AFTER INSERT ON other_users REFERENCING NEW TABLE AS n
+    FOR EACH STATEMENT EXECUTE FUNCTION dfend_trigger('async', 'id', 'dfend_id', 'email', '', '', 't', 'queue');
+SELECT try($$INSERT INTO other_users SELECT g, 'o@example.com' FROM generate_series(1, 100) g$$);
+DROP TRIGGER dfend_insert ON other_users;
+CREATE VIEW many_view AS SELECT * FROM many_users;
+INSERT INTO many_view (id, email) SELECT g, 'v' || g || '@example.com' FROM generate_series(101, 200) g;
+CREATE RULE copy_in AS ON INSERT TO other_users DO ALSO
+    INSERT INTO many_users (id, email) VALUES (NEW.id + 1000, NEW.email);
+INSERT INTO other_users SELECT g, 'r@example.com' FROM generate_series(1, 70) g;
+DROP RULE copy_in ON other_users;
+RESET ROLE;
+SELECT * FROM bulk_keys;
+-- Every key is registered and stored on its own row; the domain CHECK ran
+-- as the owner, never as a superuser.
+SELECT dfend_process_queue();
+SELECT count(*) AS rows, count(dfend_id) AS with_id FROM many_users;
+SELECT (SELECT count(*) FROM dfend_outbox_bulk) AS bulk_rows_left,
+       (SELECT count(*) FROM victim_users) AS victim_rows;
+SELECT DISTINCT who, superuser FROM seen ORDER BY 1;
+-- Dropped and created again under the same name before the queue ran: the
+-- old table's bulk rows go with it, and the new table gets none of them.
+SET ROLE dfend_alice;
+INSERT INTO many_users (id, email) SELECT g, 'd@example.com' FROM generate_series(2001, 2100) g;
+RESET ROLE;
+SELECT * FROM bulk_keys;
+SET ROLE dfend_alice;
+DROP VIEW many_view;
+DROP TABLE many_users;
+CREATE TABLE many_users (id int PRIMARY KEY, email text, dfend_id text);
+RESET ROLE;
+SELECT dfend_attach('public.many_users', 'id', 'dfend_id', 'email');
+SET ROLE dfend_alice;
+INSERT INTO many_users (id, email) VALUES (1, 'new1@example.com');
+RESET ROLE;
+SELECT * FROM bulk_keys;
+SELECT table_name, user_id FROM dfend_outbox WHERE state = 'pending' ORDER BY entry_id;
+SELECT dfend_process_queue();
+-- A user id too long for a btree entry, which DFend refuses (more than 256
+-- bytes), among 100 rows: its dead letter is kept, and the queue goes on
+-- (it used to fail the statement that settles the whole batch, every
+-- round, so no table got an id). A user id over 64 kB fails the INSERT.
+SET ROLE dfend_writer;
+INSERT INTO long_users (id, email)
+SELECT CASE WHEN g = 1 THEN (SELECT string_agg(md5(i::text), '') FROM generate_series(1, 300) i)
+            ELSE 'k' || g END, 'not an email'
+FROM generate_series(1, 100) g;
+SELECT try($$INSERT INTO long_users (id) SELECT repeat(md5(g::text), 2100) FROM generate_series(1, 100) g$$);
+RESET ROLE;
+INSERT INTO victim_users VALUES (1, 'victim1@example.com'), (2, 'victim2@example.com');
+SELECT try($$SELECT dfend_process_queue()$$) AS first_round, try($$SELECT dfend_process_queue()$$) AS second_round;
+SELECT id, dfend_id IS NOT NULL AS has_id FROM victim_users ORDER BY id;
+SELECT length(user_id) > 2704 AS too_long_for_btree, count(*), min(state) AS state
+FROM dfend_outbox WHERE table_name = 'long_users'::regclass GROUP BY 1 ORDER BY 1;
+SELECT length(user_id) AS user_id_length, left(last_error, 40) AS error FROM dfend_dead_letters
+WHERE table_name = 'long_users'::regclass AND length(user_id) > 2704 AND user_id LIKE 'c4ca4238%';
+SELECT dfend_detach('public.' || t)
+FROM unnest(ARRAY['many_users', 'other_users', 'long_users', 'victim_users']) t;
+SELECT * FROM escalated;
+
+-- 11. A backfill carries unanswered rows from one batch to the next in the
+-- backend's memory. The table owner's trigger, running while a batch
+-- stores its ids, calls dfend_backfill_batch itself (the owner may be
+-- granted it): that freed the rows the running batch carried, and crashed
+-- the server. It is refused, and every row gets its own id. (Row 1's
+-- request hangs for 5 s, so it is carried through the following batches.)
+GRANT EXECUTE ON FUNCTION dfend_backfill_batch(regclass, name, name, name, name, name, boolean, text, boolean, integer, integer, float8, boolean, integer, text, boolean) TO dfend_alice;
+SET ROLE dfend_alice;
+CREATE TABLE carry_users (id int PRIMARY KEY, dfend_id text);
+INSERT INTO carry_users SELECT g FROM generate_series(1, 4) g;
+CREATE TABLE nested (message text);
+CREATE FUNCTION nest() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    BEGIN
+        PERFORM * FROM public.dfend_backfill_batch(TG_RELID::regclass, 'id', 'dfend_id', NULL,
+            NULL, NULL, false, NULL, false, 10, 1, NULL, true, 0, 'reject', false);
+        INSERT INTO public.nested VALUES ('ran');
+    EXCEPTION WHEN others THEN
+        INSERT INTO public.nested VALUES (SQLSTATE || ': ' || SQLERRM);
+    END;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER nest BEFORE UPDATE ON carry_users FOR EACH ROW EXECUTE FUNCTION nest();
+RESET ROLE;
+\! test/emu reset
+\! test/emu config '{"hang_next": 1, "hang_ms": 5000}'
+CREATE TEMP TABLE batches AS
+SELECT 1 AS n, * FROM dfend_backfill_batch('public.carry_users', 'id', 'dfend_id', NULL, NULL, NULL, false, NULL, false, 1, 8, NULL, false, 0, 'reject', true);
+INSERT INTO batches SELECT 2, * FROM dfend_backfill_batch('public.carry_users', 'id', 'dfend_id', NULL, NULL, NULL, false, '1', false, 1, 8, NULL, false, 0, 'reject', true);
+INSERT INTO batches SELECT 3, * FROM dfend_backfill_batch('public.carry_users', 'id', 'dfend_id', NULL, NULL, NULL, false, '2', false, 1, 8, NULL, false, 0, 'reject', true);
+-- The last batch of the pass (fewer rows than batch_size) waits for row 1.
+INSERT INTO batches SELECT 4, * FROM dfend_backfill_batch('public.carry_users', 'id', 'dfend_id', NULL, NULL, NULL, false, '3', false, 2, 8, NULL, false, 0, 'reject', true);
+SELECT n, last_key, rows FROM batches ORDER BY n;
+SELECT sum(registered) AS registered, sum(failed_transient) AS transient FROM batches;
+SELECT DISTINCT message FROM nested;
+SELECT count(dfend_id) AS with_id,
+       bool_and(g.found AND g.id = u.dfend_id) AS each_its_own_identity
+FROM carry_users u
+JOIN dfend_get_identities(ARRAY(SELECT id::text FROM carry_users)) g ON g.user_id = u.id::text;
+-- Between two batches of a run, another role uses the engine (SET ROLE in
+-- the same session): it gets only its own answers, the carried row is
+-- dropped (the next batch reports it as transient), and no id lands on
+-- another row.
+CREATE ROLE dfend_reader;
+GRANT EXECUTE ON FUNCTION dfend_get_identities(text[]) TO dfend_reader;
+SET ROLE dfend_alice;
+DROP TRIGGER nest ON carry_users;
+RESET ROLE;
+UPDATE carry_users SET dfend_id = NULL;
+\! test/emu config '{"hang_next": 1, "hang_ms": 5000}'
+TRUNCATE batches;
+INSERT INTO batches SELECT 1, * FROM dfend_backfill_batch('public.carry_users', 'id', 'dfend_id', NULL, NULL, NULL, false, NULL, false, 1, 8, NULL, false, 0, 'reject', true);
+SET ROLE dfend_reader;
+SELECT user_id, ordinality, found FROM dfend_get_identities(ARRAY['2', 'nobody']);
+RESET ROLE;
+INSERT INTO batches SELECT 2, * FROM dfend_backfill_batch('public.carry_users', 'id', 'dfend_id', NULL, NULL, NULL, false, '1', false, 4, 8, NULL, false, 0, 'reject', true);
+SELECT n, last_key, rows, registered, failed_transient, first_transient_key FROM batches ORDER BY n;
+SELECT id, dfend_id IS NOT NULL AS has_id FROM carry_users ORDER BY id;
+SELECT bool_and(g.id = u.dfend_id) AS each_its_own_identity
+FROM carry_users u
+JOIN dfend_get_identities(ARRAY(SELECT id::text FROM carry_users)) g ON g.user_id = u.id::text
+WHERE u.dfend_id IS NOT NULL;
+SELECT rolsuper FROM pg_roles WHERE rolname = 'dfend_alice';
+SELECT * FROM escalated;

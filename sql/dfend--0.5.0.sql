@@ -78,8 +78,10 @@ CREATE TABLE dfend_outbox (
     missing_since timestamptz
 );
 CREATE INDEX dfend_outbox_due ON dfend_outbox (next_attempt_at) WHERE state = 'pending';
--- Finds a row's dead letter; partial, so queueing a row maintains no extra index.
-CREATE INDEX dfend_outbox_dead_row ON dfend_outbox (table_name, user_id) WHERE state = 'dead';
+-- Finds a row's dead letter; partial, so queueing a row maintains no extra
+-- index. A hash index: a user id of any length fits (a btree entry holds at
+-- most about 2.7 kB, and a longer id failed the settling of a whole batch).
+CREATE INDEX dfend_outbox_dead_row ON dfend_outbox USING hash (user_id) WHERE state = 'dead';
 SELECT pg_catalog.pg_extension_config_dump('dfend_outbox', '');
 SELECT pg_catalog.pg_extension_config_dump('dfend_outbox_entry_id_seq', '');
 COMMENT ON TABLE dfend_outbox IS

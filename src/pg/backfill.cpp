@@ -637,6 +637,16 @@ extern "C" {
 PG_FUNCTION_INFO_V1(dfend_backfill_batch);
 Datum dfend_backfill_batch(PG_FUNCTION_ARGS)
 {
+    // A batch runs the table owner's code (its triggers, policies, domains)
+    // as a security-restricted operation, while the rows it carries are in
+    // use; a batch started from there would free them under the running
+    // one (a red-team review of 0.5.0 crashed the server that way).
+    if (InSecurityRestrictedOperation())
+        ereport(ERROR, (errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+                        errmsg("cannot run dfend_backfill_batch within a security-restricted "
+                               "operation"),
+                        errdetail("A table owner's trigger, policy or domain runs as one "
+                                  "during a backfill.")));
     for (int required : {0, 1, 2, 8, 9, 10, 12, 14})
         if (required < PG_NARGS() && PG_ARGISNULL(required))
             ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),

@@ -4,8 +4,9 @@
 #   1. a database owner sets search_path (and other settings) for the
 #      worker's database and plants operators for it;
 #   5. one owner's table tries to stall everyone: a trigger raising 57014,
-#      a trigger that sleeps, a row held FOR UPDATE, an advisory lock on the
-#      backfill's old lock key.
+#      a trigger that sleeps, a row held FOR UPDATE, a table held ACCESS
+#      EXCLUSIVE with bulk rows queued, a user id too long for a btree
+#      entry, an advisory lock on the backfill's old lock key.
 # Each must fail or do nothing: no role becomes superuser, the server does
 # not restart, the worker keeps its PID, and the other tables get their ids.
 # Last, the pg_regress attacks file (sql/attacks.sql) runs in the same
@@ -120,6 +121,45 @@ pg_virtualenv -t -v "$DFEND_PG_VERSION" -o shared_preload_libraries=pg_stat_stat
     locked_done() { [ "$(sql "SELECT dfend_id IS NOT NULL FROM l_users WHERE id = 1")" = t ]; }
     if wait_until 30 locked_done; then pass "once released, the locked row gets its id"; else fail "once released, the locked row gets its id"; fi
     expect "the worker did not restart" "$(worker_pid)" "$worker"
+
+    # Bulk rows (a red-team review of 0.5.0). An owner inserts 100 rows
+    # (one bulk row) and holds their table ACCESS EXCLUSIVE in the same open
+    # transaction, so it also holds dfend_outbox_bulk: the worker expands and
+    # stores other tables'"'"' bulk rows meanwhile. A user id too long for a
+    # btree entry, which DFend refuses, goes dead without failing the batch.
+    as_alice "CREATE TABLE public.k_users (id int PRIMARY KEY, email text, dfend_id text)" >/dev/null
+    as_alice "CREATE TABLE public.t_users (id text, email text, dfend_id text)" >/dev/null
+    as_alice "CREATE TABLE public.gate (x int)" >/dev/null
+    for t in k_users t_users; do
+        sql "SELECT dfend_attach(\$\$public.$t\$\$, \$\$id\$\$, \$\$dfend_id\$\$, \$\$email\$\$)" >/dev/null 2>&1
+    done
+    # The gate: while this session holds it, the holder below keeps its
+    # transaction open; ending it lets the holder commit.
+    psql -XAtq -c "BEGIN" -c "LOCK TABLE public.gate" -c "SELECT pg_sleep(60) /* gate */" >/dev/null 2>&1 &
+    gate=$!
+    gated() { [ "$(sql "SELECT count(*) FROM pg_stat_activity WHERE query LIKE \$\$%/* gate */\$\$ AND state = \$\$active\$\$")" = 1 ]; }
+    wait_until 10 gated || fail "the gate started"
+    psql -XAtq -v ON_ERROR_STOP=1 -c "SET ROLE alice" -c "BEGIN" \
+        -c "INSERT INTO public.k_users SELECT g, \$\$k\$\$ || g || \$\$@example.com\$\$ FROM generate_series(1, 100) g" \
+        -c "LOCK TABLE public.k_users IN ACCESS EXCLUSIVE MODE" \
+        -c "SELECT count(*) /* bulk holder */ FROM public.gate" -c "COMMIT" >"$OUT/bulk-holder.out" 2>&1 &
+    bulk_holder=$!
+    bulk_holding() { [ "$(sql "SELECT count(*) FROM pg_stat_activity WHERE query LIKE \$\$%/* bulk holder */%\$\$ AND wait_event_type = \$\$Lock\$\$")" = 1 ]; }
+    wait_until 10 bulk_holding || fail "the table lock holder started"
+    expect "the holder holds dfend_outbox_bulk" "$(sql "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE l.relation = \$\$dfend_outbox_bulk\$\$::regclass AND l.granted AND l.mode = \$\$RowExclusiveLock\$\$ AND a.query LIKE \$\$%/* bulk holder */%\$\$ AND a.wait_event_type = \$\$Lock\$\$")" 1
+    as_alice "INSERT INTO public.t_users SELECT CASE WHEN g = 1 THEN (SELECT string_agg(md5(i::text), \$\$\$\$) FROM generate_series(1, 300) i) ELSE \$\$t\$\$ || g END, \$\$not an email\$\$ FROM generate_series(1, 100) g" >/dev/null
+    sql "INSERT INTO b_users SELECT g, \$\$b\$\$ || g || \$\$@example.com\$\$ FROM generate_series(1001, 1100) g" >/dev/null
+    bulk_done() { [ "$(sql "SELECT count(*) FROM b_users WHERE id > 1000 AND dfend_id IS NOT NULL")" = 100 ]; }
+    if wait_until 30 bulk_done; then pass "a transaction holding its table and dfend_outbox_bulk holds up no other table'"'"'s bulk rows"; else fail "a transaction holding its table and dfend_outbox_bulk holds up no other table'"'"'s bulk rows"; fi
+    long_dead() { [ "$(sql "SELECT count(*) FROM dfend_dead_letters WHERE table_name = \$\$t_users\$\$::regclass AND length(user_id) = 9600")" = 1 ]; }
+    if wait_until 30 long_dead; then pass "a user id too long for a btree entry becomes a dead letter"; else fail "a user id too long for a btree entry becomes a dead letter"; fi
+    sql "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE \$\$%/* gate */\$\$ AND pid <> pg_backend_pid()" >/dev/null
+    wait "$gate" 2>/dev/null || true
+    wait "$bulk_holder" || fail "the holder committed ($(cat "$OUT/bulk-holder.out"))"
+    held_done() { [ "$(sql "SELECT count(dfend_id) FROM k_users")" = 100 ]; }
+    if wait_until 30 held_done; then pass "once committed, the held table'"'"'s rows get their ids"; else fail "once committed, the held table'"'"'s rows get their ids"; fi
+    expect "the worker did not restart" "$(worker_pid)" "$worker"
+    for t in k_users t_users; do sql "SELECT dfend_detach(\$\$public.$t\$\$)" >/dev/null; done
 
     # The backfill'"'"'s old advisory lock key no longer blocks it.
     sql "CREATE TABLE bf_users (id int PRIMARY KEY, email text, dfend_id text)" >/dev/null
