@@ -754,9 +754,13 @@ Datum dfend_backfill_batch(PG_FUNCTION_ARGS)
                      carry.next_after_key && strcmp(carry.next_after_key, after_key) == 0;
     if (!continues)
         clear_carry(); // another run's: the engine drops them too
-    if (settings.defer_retries && count == batch_size && !settings.dry_run &&
-        procedure_takes_latest_transient())
-        settings.carry_at_most = batch_size;
+    if (settings.defer_retries && !settings.dry_run && procedure_takes_latest_transient()) {
+        // Carried rows replace 0.4.0's deferral to the next pass: the last
+        // batch of a pass waits for every answer, the others carry.
+        settings.defer_retries = false;
+        if (count == batch_size)
+            settings.carry_at_most = batch_size;
+    }
     BatchRows batch{nullptr, count, carry.count, carry.next_tag, !carry.in_use};
     carry.next_tag += (std::uint64_t) count;
     const int total = count + batch.carried;
