@@ -51,6 +51,14 @@ void reply_id(httplib::Response &res, const std::string &user, bool created = tr
                     "application/json");
 }
 
+// A 429 asking to come back after `retry_after` seconds.
+void reply_limited(httplib::Response &res, const char *retry_after)
+{
+    res.status = 429;
+    res.set_header("Retry-After", retry_after);
+    res.set_content(R"({"error":"slow down"})", "application/json");
+}
+
 Job job(std::uint64_t tag, std::string user, std::optional<std::string> email = std::nullopt)
 {
     Job j;
@@ -436,9 +444,7 @@ TEST_F(EngineTest, DeferredRetriesLeaveTheRunWithTheirWait)
     start([&](const httplib::Request &req, httplib::Response &res) {
         std::string user = user_of(req);
         if (user == "limited") {
-            res.status = 429;
-            res.set_header("Retry-After", "5");
-            res.set_content(R"({"error":"slow down"})", "application/json");
+            reply_limited(res, "5");
             return;
         }
         reply_id(res, user);
@@ -480,9 +486,7 @@ TEST_F(EngineTest, RetriesComingDueDoNotHoldTheBatch)
         std::string user = user_of(req);
         std::this_thread::sleep_for(milliseconds(25));
         if (user == "limited") {
-            res.status = 429;
-            res.set_header("Retry-After", "1");
-            res.set_content(R"({"error":"slow down"})", "application/json");
+            reply_limited(res, "1");
             return;
         }
         reply_id(res, user);
@@ -630,9 +634,7 @@ TEST_F(EngineTest, NewJobsGoAheadOfCarriedRetries)
     start([&](const httplib::Request &req, httplib::Response &res) {
         std::string user = user_of(req);
         if (user == "limited") {
-            res.status = 429;
-            res.set_header("Retry-After", "3");
-            res.set_content(R"({"error":"slow down"})", "application/json");
+            reply_limited(res, "3");
             return;
         }
         reply_id(res, user);
