@@ -100,8 +100,9 @@ CALL dfend_backfill('bf_resume', batch_size => 5, user_id_column => 'id', id_col
 SELECT count(dfend_id) AS stored_first FROM bf_resume \gset
 \set posts_first `test/emu stat posts`
 SELECT count(*) FILTER (WHERE id = 13) AS row_13_stored FROM bf_resume WHERE dfend_id IS NOT NULL;
--- Rows 1 to 15 at least were sent (the batch with row 13), each once.
-SELECT :posts_first BETWEEN 15 AND 20 AS sent_once_each;
+-- Each row was sent once at most (a request handed to the engine while its
+-- connection was still opening may never have left when the run failed).
+SELECT :posts_first BETWEEN :stored_first AND 20 AS sent_once_at_most;
 SELECT state, total, done = :stored_first AS done_is_stored, registered = :stored_first AS registered_is_stored
 FROM dfend_backfill_progress ORDER BY run_id DESC LIMIT 1;
 DROP TRIGGER bf_refuse ON bf_resume;
