@@ -80,10 +80,7 @@ void RequestEngine::submit(Job job)
     // run): the queue stays ordered by ready time, so those do not hold
     // the new jobs back.
     pending.ready_at = Clock::now();
-    auto position = std::upper_bound(
-        queue_.begin(), queue_.end(), pending.ready_at,
-        [](Clock::time_point t, const Pending &p) { return t < p.ready_at; });
-    queue_.insert(position, std::move(pending));
+    enqueue(std::move(pending));
     ++never_sent_;
 }
 
@@ -212,10 +209,7 @@ void RequestEngine::finish(Slot &slot, CURLcode code, Clock::time_point now,
         ++stats_.retries;
         if (transfer_options_.observer)
             transfer_options_.observer->on_retry();
-        auto position = std::upper_bound(
-            queue_.begin(), queue_.end(), pending.ready_at,
-            [](Clock::time_point t, const Pending &p) { return t < p.ready_at; });
-        queue_.insert(position, std::move(pending));
+        enqueue(std::move(pending));
         return;
     }
     if (pending.attempts > 1)
@@ -298,6 +292,14 @@ void RequestEngine::cut_off(std::vector<JobOutcome> &done)
     for (const Pending &pending : queue_)
         unfinished(pending.tag, pending.attempts);
     abandon();
+}
+
+void RequestEngine::enqueue(Pending pending)
+{
+    auto position = std::upper_bound(
+        queue_.begin(), queue_.end(), pending.ready_at,
+        [](Clock::time_point t, const Pending &p) { return t < p.ready_at; });
+    queue_.insert(position, std::move(pending));
 }
 
 std::size_t RequestEngine::unfinished() const noexcept

@@ -156,6 +156,7 @@ class RequestEngine {
     void cut_off(std::vector<JobOutcome> &done); // the deadline passed
     bool only_distant_retries_left(Clock::time_point now, Millis over) const;
     bool may_carry(const RunOptions &options) const; // see RunOptions::carry_at_most
+    void enqueue(Pending pending); // into queue_, which stays ordered by ready time
     void defer_waiting(std::vector<JobOutcome> &done, Clock::time_point now);
     void abandon() noexcept; // drops every job and transfer
     void start(Pending pending, Clock::time_point now);
