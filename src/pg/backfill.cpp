@@ -25,6 +25,7 @@
 #include "../core/engine.hpp"
 #include "../core/outbox_policy.hpp"
 #include "backend.hpp"
+#include "batch.hpp"
 #include "border.hpp"
 #include "dropped.hpp"
 #include "outbox.hpp"
@@ -58,10 +59,7 @@ namespace {
 struct BatchRow {
     Datum key;          // the user id column in its own type
     char *user_id;      // key::text in the server encoding (as the outbox stores it)
-    char *user_id_utf8; // what DFend is sent
-    char *email_utf8;
-    char *phone_utf8;
-    char *metadata_utf8;
+    BatchJob job;       // what DFend is sent (see prepare_job), when it needs a request
     bool duplicate;     // same user id as the row before: its request covers both
     bool skipped;       // a user id longer than kMaxFieldBytes: left alone
     char *too_large;    // why a field is too large to read: a dead letter, no request
@@ -69,18 +67,11 @@ struct BatchRow {
     bool carried_in;    // an earlier batch's row whose request is still in the engine
 };
 
-// kInEngine: sent, not answered yet; carried to the next batch.
-enum RowFate { kNoRequest = 0, kStored, kDead, kTransient, kInEngine };
-
-struct RowResult {
-    int fate;
-    bool created;
-    int attempts;
-    char *id;    // DFend's id, server encoding
-    char *error; // message and detail, server encoding (dead letters, dry-run report)
-    int dropped_count;   // fields left out (invalid_fields 'drop')
-    DroppedRow *dropped; // their names and reasons, server encoding
-};
+// A row's outcome (batch.hpp). Fates here: None (no request), InEngine
+// (sent, not answered yet: carried to the next batch), Stored (for a dry
+// run: would be sent), RowFault (a dead letter), and any other failure,
+// which a later pass retries.
+using RowResult = BatchOutcome;
 
 // Columns of one backfill, quoted for SQL.
 struct Target {
@@ -206,14 +197,6 @@ Target resolve_target(FunctionCallInfo fcinfo, Oid table, const char *user_id_co
     target.metadata_sql = column_or_null(metadata_column);
     target.schema_sql = own_schema(fcinfo);
     return target;
-}
-
-// Text in the server encoding converted to UTF-8 (what DFend speaks).
-char *to_utf8(char *value)
-{
-    if (!value)
-        return nullptr;
-    return pg_server_to_any(value, (int) strlen(value), PG_UTF8);
 }
 
 std::string error_text(const Error &error)
@@ -360,30 +343,28 @@ int row_of(const BatchRows &batch, std::uint64_t tag)
 }
 
 // C++-style (runs inside cpp_call): registers or validates the rows and
-// fills `results` (kInEngine: left in the engine for the next batch).
+// fills `results` (InEngine: left in the engine for the next batch).
 // Throws to stop the run. `generation` receives the engine's generation
 // after the run, which the next batch checks its carried rows against.
 void handle_rows(const BatchRows &batch, RowResult *results, const BatchSettings &settings,
                  std::uint64_t *generation)
 {
     const BatchRow *rows = batch.rows;
-    auto request_for = [&](const BatchRow &row) {
-        return make_register_request(row.user_id_utf8, row.email_utf8, row.phone_utf8,
-                                     row.metadata_utf8, settings.merge);
-    };
-
     if (settings.dry_run) {
         for (int i = 0; i < batch.count; ++i) {
             if (!needs_request(rows[i]))
                 continue;
+            const BatchJob &job = rows[i].job;
             try {
-                RegisterRequest request = request_for(rows[i]);
+                RegisterRequest request =
+                    make_register_request(job.user_id_utf8, job.email_utf8, job.phone_utf8,
+                                          job.metadata_utf8, job.merge);
                 if (settings.drop_invalid)
                     keep_dropped(drop_invalid_fields(request), rows[i], results[i]);
                 encode_register(request);
-                results[i].fate = kStored; // would be sent
+                results[i].fate = BatchFate::Stored; // would be sent
             } catch (const Error &error) {
-                results[i].fate = kDead;
+                results[i].fate = BatchFate::RowFault;
                 results[i].dropped_count = 0;
                 results[i].error = server_text(error_text(error));
             }
@@ -392,13 +373,10 @@ void handle_rows(const BatchRows &batch, RowResult *results, const BatchSettings
     }
 
     BackendContext &backend = backend_context();
-    ClientSettings client = current_client_settings(backend.key_files);
-    EngineSettings engine_settings;
-    engine_settings.concurrency = settings.concurrency;
-    engine_settings.max_rate = settings.max_rate;
-    engine_settings.rate_limits_never_fail = true; // a 429 slows a backfill, never fails it
     const bool keep_carried = batch.carried > 0 && batch.carried_valid;
-    RequestEngine &engine = backend.engine_for(client, engine_settings, keep_carried);
+    // A 429 slows a backfill, never fails it.
+    RequestEngine &engine =
+        batch_engine(settings.concurrency, settings.max_rate, true, keep_carried);
     // The carried jobs are still there unless something dropped them or
     // made the engine anew (new settings) since the last batch. Lost ones
     // count as failed for a transient reason: the next pass sends them again.
@@ -407,21 +385,13 @@ void handle_rows(const BatchRows &batch, RowResult *results, const BatchSettings
     if (!carried_here)
         backend.drop_unfinished();
     for (int j = 0; j < batch.carried; ++j)
-        results[batch.count + j].fate = carried_here ? kInEngine : kTransient;
-    int submitted = 0;
-    for (int i = 0; i < batch.count; ++i) {
-        if (!needs_request(rows[i]))
-            continue;
-        Job job;
-        job.tag = batch.tag_base + static_cast<std::uint64_t>(i);
-        job.request = request_for(rows[i]);
-        job.drop_invalid_fields = settings.drop_invalid;
-        engine.submit(std::move(job));
-        results[i].fate = kInEngine;
-        ++submitted;
-    }
+        results[batch.count + j].fate = carried_here ? BatchFate::InEngine : BatchFate::Transient;
+    std::vector<BatchJob> jobs;
+    for (int i = 0; i < batch.count; ++i)
+        if (needs_request(rows[i]))
+            jobs.push_back(rows[i].job);
     *generation = backend.engine_generation();
-    if (submitted == 0 && !carried_here)
+    if (jobs.empty() && !carried_here)
         return;
     RunOptions options;
     options.observer = request_observer(StatsSource::Backfill);
@@ -429,47 +399,15 @@ void handle_rows(const BatchRows &batch, RowResult *results, const BatchSettings
         options.carry_at_most = static_cast<std::size_t>(settings.carry_at_most);
     else if (settings.defer_retries)
         options.defer_waits_over = kLongestWaitInBatch;
-    std::vector<JobOutcome> outcomes = engine.run(&interrupt_pending, options);
-
-    int stored = 0;
-    int failed = 0;
-    const Error *first_failure = nullptr;
-    const Error *first_systemic = nullptr;
-    for (const JobOutcome &outcome : outcomes) {
-        const int row = row_of(batch, outcome.tag);
-        RowResult &result = results[row];
-        result.attempts = outcome.attempts;
-        if (outcome.result) {
-            result.fate = kStored;
-            result.created = outcome.result->created;
-            result.id = server_string(outcome.result->id); // printable ASCII, checked by the core
-            keep_dropped(outcome.dropped, rows[row], result);
-            ++stored;
-            continue;
-        }
-        const Error &error = *outcome.error;
-        const Fault fault = classify_failure(error.kind(), outcome.permanent);
-        if (fault == Fault::Row) {
-            result.fate = kDead;
-            result.error = server_text(error_text(error));
-            continue;
-        }
-        // Anything else may succeed later: retried by a later pass, and
-        // reported if it never does. Never a dead letter.
-        result.fate = kTransient;
-        if (outcome.deferred && error.kind() == ErrorKind::RateLimited)
-            continue; // DFend's rate limit, not a sign that it is down
-        ++failed;
-        if (!first_failure)
-            first_failure = &error;
-        if (!first_systemic && fault == Fault::Systemic)
-            first_systemic = &error;
-    }
+    SendSummary sent = send_jobs(engine, jobs.data(), static_cast<int>(jobs.size()), options,
+                                 [&](std::uint64_t tag) -> BatchOutcome & {
+                                     return results[row_of(batch, tag)];
+                                 });
     *generation = backend.engine_generation();
     // Nothing got through: a rejected key, a TLS or configuration problem,
     // replies that are not DFend's, or DFend down (see batch_means_down).
-    if (batch_means_down(stored, failed, first_systemic != nullptr)) {
-        Error stop = first_systemic ? *first_systemic : *first_failure;
+    if (batch_means_down(sent.stored, sent.failed, sent.first_systemic.has_value())) {
+        Error stop = sent.first_systemic ? *sent.first_systemic : *sent.first_failure;
         stop.append_detail("Every request of a batch failed, so the backfill stopped; the ids "
                            "stored by earlier batches are kept. Run it again to continue.");
         throw stop;
@@ -482,29 +420,6 @@ void execute(const char *query, int nargs, Oid *types, Datum *values, const char
     int result = SPI_execute_with_args(query, nargs, types, values, nulls, false, 0);
     if (result != expected)
         elog(ERROR, "dfend backfill statement failed: %s", SPI_result_code_string(result));
-}
-
-// What the stored registrations left out (see dropped.hpp): only rows whose
-// id the UPDATE stored (`holds`, by index into `stored_rows`).
-void record_stored_fields(Oid table, const BatchRow *rows, const RowResult *results,
-                          const int *stored_rows, const bool *holds, int stored_count)
-{
-    const char **registered = (const char **) palloc(sizeof(char *) * std::max(stored_count, 1));
-    int registered_count = 0;
-    int capacity = 0;
-    for (int s = 0; s < stored_count; ++s)
-        capacity += results[stored_rows[s]].dropped_count;
-    DroppedRow *dropped = (DroppedRow *) palloc(sizeof(DroppedRow) * std::max(capacity, 1));
-    int dropped_count = 0;
-    for (int s = 0; s < stored_count; ++s) {
-        if (!holds[s])
-            continue;
-        const int i = stored_rows[s];
-        registered[registered_count++] = rows[i].user_id;
-        for (int d = 0; d < results[i].dropped_count; ++d)
-            dropped[dropped_count++] = results[i].dropped[d];
-    }
-    record_dropped_fields(table, registered, registered_count, dropped, dropped_count);
 }
 
 void warn_oversized_keys(int count, const Target &target, const char *what_happened)
@@ -564,7 +479,7 @@ bool procedure_takes_latest_transient()
     return latest && !isnull;
 }
 
-// PostgreSQL-style: keeps the rows still in the engine (kInEngine) for the
+// PostgreSQL-style: keeps the rows still in the engine (InEngine) for the
 // next batch of this run, which passes `last_key` as its after_key, and
 // forgets the rows carried into this batch.
 void carry_unanswered(const BatchRows &batch, const RowResult *results, const Target &target,
@@ -577,7 +492,7 @@ void carry_unanswered(const BatchRows &batch, const RowResult *results, const Ta
     const int total = batch.count + batch.carried;
     int unanswered = 0;
     for (int i = 0; i < total; ++i)
-        if (results[i].fate == kInEngine)
+        if (results[i].fate == BatchFate::InEngine)
             ++unanswered;
     MemoryContext old_context = carry.context;
     const CarriedRow *old_rows = carry.rows;
@@ -594,12 +509,12 @@ void carry_unanswered(const BatchRows &batch, const RowResult *results, const Ta
         int n = 0;
         // Rows carried in first: their tags are older, so `kept` stays sorted.
         for (int j = 0; j < batch.carried; ++j)
-            if (results[batch.count + j].fate == kInEngine)
+            if (results[batch.count + j].fate == BatchFate::InEngine)
                 kept[n++] = CarriedRow{old_rows[j].tag,
                                        datumCopy(old_rows[j].key, typbyval, typlen),
                                        pstrdup(old_rows[j].user_id), old_rows[j].order};
         for (int i = 0; i < batch.count; ++i)
-            if (results[i].fate == kInEngine)
+            if (results[i].fate == BatchFate::InEngine)
                 kept[n++] = CarriedRow{batch.tag_base + (std::uint64_t) i,
                                        datumCopy(batch.rows[i].key, typbyval, typlen),
                                        pstrdup(batch.rows[i].user_id),
@@ -771,6 +686,7 @@ Datum dfend_backfill_batch(PG_FUNCTION_ARGS)
     for (int j = 0; j < batch.carried; ++j) {
         rows[count + j].key = carry.rows[j].key;
         rows[count + j].user_id = carry.rows[j].user_id;
+        rows[count + j].job.user_id = carry.rows[j].user_id;
         rows[count + j].carried_in = true;
     }
     int oversized_keys = 0;
@@ -786,19 +702,19 @@ Datum dfend_backfill_batch(PG_FUNCTION_ARGS)
         }
         rows[i].duplicate = i > 0 && !rows[i - 1].skipped &&
                             strcmp(rows[i].user_id, rows[i - 1].user_id) == 0;
-        rows[i].user_id_utf8 = to_utf8(rows[i].user_id);
-        char *email, *phone, *metadata;
-        rows[i].too_large = read_contact_fields(tuple, desc, 2, &email, &phone, &metadata);
-        rows[i].email_utf8 = to_utf8(email);
-        rows[i].phone_utf8 = to_utf8(phone);
-        rows[i].metadata_utf8 = to_utf8(metadata);
+        rows[i].too_large = prepare_job(tuple, desc, 2, rows[i].user_id, &rows[i].job);
+        rows[i].job.tag = batch.tag_base + static_cast<std::uint64_t>(i);
+        rows[i].job.merge = settings.merge;
+        rows[i].job.drop_invalid = settings.drop_invalid;
     }
     warn_oversized_keys(oversized_keys, target, "They were skipped: no request was sent for them.");
 
     skip_dead_letters(target, rows, count);
     for (int i = 0; i < count; ++i)
-        if (rows[i].too_large && !rows[i].skipped && !rows[i].dead_letter)
-            results[i] = RowResult{kDead, false, 0, nullptr, rows[i].too_large, 0, nullptr};
+        if (rows[i].too_large && !rows[i].skipped && !rows[i].dead_letter) {
+            results[i].fate = BatchFate::RowFault;
+            results[i].error = rows[i].too_large;
+        }
 
     // 2. The requests: the only part that leaves PostgreSQL. An error from
     //    here on voids the carried rows (in_use stays set).
@@ -817,7 +733,8 @@ Datum dfend_backfill_batch(PG_FUNCTION_ARGS)
     const int slots = total > 0 ? total : 1;
     Datum *stored_keys = (Datum *) palloc(sizeof(Datum) * slots);
     char **stored_ids = (char **) palloc(sizeof(char *) * slots);
-    int *stored_rows = (int *) palloc(sizeof(int) * slots);
+    const BatchJob **stored_jobs = (const BatchJob **) palloc(sizeof(void *) * slots);
+    const BatchOutcome **stored_outcomes = (const BatchOutcome **) palloc(sizeof(void *) * slots);
     char **dead_users = (char **) palloc(sizeof(char *) * slots);
     char **dead_errors = (char **) palloc(sizeof(char *) * slots);
     Datum *dead_attempts = (Datum *) palloc(sizeof(Datum) * slots);
@@ -826,7 +743,10 @@ Datum dfend_backfill_batch(PG_FUNCTION_ARGS)
     int reported_count = 0;
     for (int i = 0; i < total; ++i) {
         switch (results[i].fate) {
-        case kStored:
+        case BatchFate::None:
+        case BatchFate::InEngine:
+            break;
+        case BatchFate::Stored:
             ++registered;
             if (results[i].created)
                 ++created;
@@ -847,11 +767,12 @@ Datum dfend_backfill_batch(PG_FUNCTION_ARGS)
             }
             if (!settings.dry_run) {
                 stored_keys[stored_count] = rows[i].key;
-                stored_rows[stored_count] = i;
+                stored_jobs[stored_count] = &rows[i].job;
+                stored_outcomes[stored_count] = &results[i];
                 stored_ids[stored_count++] = results[i].id;
             }
             break;
-        case kDead:
+        case BatchFate::RowFault:
             ++failed_permanent;
             dead_users[dead_count] = rows[i].user_id;
             dead_errors[dead_count] = results[i].error;
@@ -860,13 +781,11 @@ Datum dfend_backfill_batch(PG_FUNCTION_ARGS)
                 reported[reported_count++] = CStringGetTextDatum(
                     psprintf("%s: %s", quote_literal_cstr(rows[i].user_id), results[i].error));
             break;
-        case kTransient:
+        default: // failed for a reason a later pass may not meet
             ++failed_transient;
             note_transient(i < count ? carry.next_order + (std::uint64_t) i
                                      : carry.rows[i - count].order,
                            target.key_type, rows[i].key);
-            break;
-        default:
             break;
         }
     }
@@ -881,38 +800,24 @@ Datum dfend_backfill_batch(PG_FUNCTION_ARGS)
         if (!OidIsValid(key_array_type))
             ereport(ERROR, (errcode(ERRCODE_DATATYPE_MISMATCH),
                             errmsg("the type of column %s has no array type", target.key_sql)));
-        char *update = psprintf(
-            "UPDATE %s AS t SET %s = v.id "
-            "FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2::pg_catalog.text[])) "
-            "WITH ORDINALITY AS v(k, id, n) "
-            "WHERE t.%s %s v.k AND t.%s IS NULL RETURNING v.n",
-            target.table_sql, target.id_sql, target.key_sql, target.key_equals, target.id_sql);
-        Oid types[2] = {key_array_type, TEXTARRAYOID};
-        Datum values[2] = {
-            PointerGetDatum(construct_array(stored_keys, stored_count, target.key_type, typlen,
-                                            typbyval, typalign)),
-            PointerGetDatum(text_array(stored_ids, stored_count))};
         // As the table's owner: its triggers, domains and policies run with
         // the owner's rights, never the caller's.
-        uint64 updated = 0;
+        StoreTarget store{target.owner,      target.table_sql, target.key_sql, target.id_sql,
+                          target.key_equals, "",               true,           false,
+                          OwnerLimits{0, 0}};
         bool *holds = (bool *) palloc0(sizeof(bool) * stored_count); // by stored index
-        if (ErrorData *error = run_as_owner(target.owner, OwnerLimits{0, 0}, [&] {
-                execute(update, 2, types, values, nullptr, SPI_OK_UPDATE_RETURNING);
-                updated = SPI_processed;
-                for (uint64 r = 0; r < SPI_processed; ++r) {
-                    bool isnull = true;
-                    int64 n = DatumGetInt64(
-                        SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1, &isnull));
-                    if (!isnull && n >= 1 && n <= stored_count)
-                        holds[n - 1] = true;
-                }
-            }))
+        if (ErrorData *error = store_ids(
+                store,
+                PointerGetDatum(construct_array(stored_keys, stored_count, target.key_type,
+                                                typlen, typbyval, typalign)),
+                key_array_type, stored_ids, stored_count, holds))
             ReThrowError(error);
-        record_stored_fields(table, rows, results, stored_rows, holds, stored_count);
-        if ((int) updated < stored_count)
+        record_stored_drops(table, stored_jobs, stored_outcomes, holds, stored_count);
+        const int updated = (int) std::count(holds, holds + stored_count, true);
+        if (updated < stored_count)
             ereport(WARNING,
-                    (errmsg("%d of %d DFend ids were not stored",
-                            stored_count - (int) updated, stored_count),
+                    (errmsg("%d of %d DFend ids were not stored", stored_count - updated,
+                            stored_count),
                      errdetail("A concurrent writer may have stored an id first, or a trigger "
                                "or row-level security policy on the table skipped the update."),
                      errhint("Rows still without an id are sent again by the next run.")));

@@ -23,6 +23,7 @@
 #include "../core/outbox_policy.hpp"
 #include "../core/version.hpp"
 #include "backend.hpp"
+#include "batch.hpp"
 #include "border.hpp"
 #include "dropped.hpp"
 #include "owner.hpp"
@@ -56,37 +57,14 @@ struct Entry {
     int job; // index into jobs, -1 when no request is needed
 };
 
-// One request for one user of one table (several entries may share it).
-struct JobInput {
-    char *user_id; // as stored in the outbox: the row's key as text
-    // What DFend is sent: UTF-8, whatever the server encoding.
-    char *user_id_utf8;
-    char *email;
-    char *phone;
-    char *metadata;
-    bool merge;
-    bool drop_invalid; // invalid_fields 'drop': register without a bad field
-};
-
-// Unfinished: a commit-time registration ran out of dfend.sync_timeout; the
-// worker takes the entry over at once, and no attempt is counted. Held: the
-// request failed while the breaker found DFend unreachable as a whole; no
-// attempt either, and due again at once (the breaker paces the queue).
-// Deferred: DFend's rate limit asked this request to wait (Retry-After); the
-// batch did not wait for it (no batch barrier), and no attempt is counted:
-// due again when the wait is over.
-enum class Fate { Stored, RowFault, Transient, Systemic, Unfinished, Held, Deferred };
-
-struct JobResult {
-    Fate fate;
-    char *id;
-    char *error;          // message and detail
-    int retry_after_ms;   // from Retry-After, or 0
-    int sqlstate;         // for a commit that must fail (on_error 'error')
-    int dropped_count;    // fields left out (invalid_fields 'drop')
-    DroppedRow *dropped;  // user_id filled in when stored
-    BreakerEvent event;   // what it tells the breaker
-};
+// Besides the batch's fates (batch.hpp), entries end a round as: Unfinished,
+// a commit-time registration ran out of dfend.sync_timeout (the worker takes
+// the entry over at once, and no attempt is counted); Held, the request
+// failed while the breaker found DFend unreachable as a whole (no attempt
+// either, and due again at once: the breaker paces the queue); Deferred,
+// DFend's rate limit asked this request to wait (Retry-After) and the batch
+// did not wait for it (no batch barrier): no attempt, due when the wait is
+// over.
 
 struct Mapping {
     Oid owner;
@@ -108,7 +86,7 @@ struct Mapping {
 // How one entry ends this round.
 struct Settlement {
     int64 entry_id;
-    Fate fate;
+    BatchFate fate;
     char *error;
     int retry_after_ms;
     int sqlstate;      // what a failed COMMIT raises
@@ -218,31 +196,15 @@ bool read_mapping(const char *schema, Oid table, Mapping *mapping)
 
 // Runs the requests: the only part that leaves PostgreSQL.
 // budget_ms >= 0 bounds the whole run (dfend.sync_timeout at commit).
-void run_requests(JobInput *inputs, int count, JobResult *results, const OutboxSettings &outbox,
-                  long budget_ms)
+void run_requests(const BatchJob *jobs, int count, BatchOutcome *outcomes,
+                  const OutboxSettings &outbox, long budget_ms)
 {
     cpp_call([&] {
-        BackendContext &backend = backend_context();
-        ClientSettings client = current_client_settings(backend.key_files);
-        EngineSettings engine;
-        engine.concurrency = outbox.concurrency;
-        engine.max_rate = outbox.max_rate;
-        RequestEngine &requests = backend.engine_for(client, engine);
-        for (int i = 0; i < count; ++i) {
-            Job job;
-            job.tag = static_cast<std::uint64_t>(i);
-            job.request = make_register_request(inputs[i].user_id_utf8, inputs[i].email,
-                                                inputs[i].phone, inputs[i].metadata,
-                                                inputs[i].merge);
-            job.drop_invalid_fields = inputs[i].drop_invalid;
-            requests.submit(std::move(job));
-        }
-        std::optional<Clock::time_point> deadline;
-        if (budget_ms >= 0)
-            deadline = Clock::now() + Millis(budget_ms);
+        RequestEngine &engine = batch_engine(outbox.concurrency, outbox.max_rate, false);
         // A budget means a COMMIT registering its own rows (register_own_entries).
         RunOptions options;
-        options.deadline = deadline;
+        if (budget_ms >= 0)
+            options.deadline = Clock::now() + Millis(budget_ms);
         options.observer =
             request_observer(budget_ms >= 0 ? StatsSource::Trigger : StatsSource::Worker);
         // The worker does not wait out a Retry-After or a long backoff: it
@@ -252,60 +214,11 @@ void run_requests(JobInput *inputs, int count, JobResult *results, const OutboxS
             options.defer_waits_over = kLongestWaitInBatch;
         // A COMMIT is waited for: not paced (see RunOptions::paced).
         options.paced = budget_ms < 0;
-        std::vector<JobOutcome> outcomes = requests.run(&interrupt_pending, options);
-        for (JobOutcome &outcome : outcomes) {
-            if (outcome.tag >= static_cast<std::uint64_t>(count))
+        send_jobs(engine, jobs, count, options, [&](std::uint64_t tag) -> BatchOutcome & {
+            if (tag >= static_cast<std::uint64_t>(count))
                 throw Error(ErrorKind::Internal, "request engine returned an unknown job");
-            JobResult &result = results[outcome.tag];
-            result.dropped_count = static_cast<int>(outcome.dropped.size());
-            result.dropped = pg_call([&] {
-                return (DroppedRow *) palloc0(sizeof(DroppedRow) * (result.dropped_count + 1));
-            });
-            for (int d = 0; d < result.dropped_count; ++d) {
-                result.dropped[d].field = server_text(outcome.dropped[d].field);
-                result.dropped[d].reason = server_text(outcome.dropped[d].reason);
-            }
-            const bool stored = outcome.result.has_value();
-            result.event = breaker_event_for_outcome(
-                stored, stored ? ErrorKind::Internal : outcome.error->kind(), outcome.attempts);
-            if (stored) {
-                std::string id = outcome.result->id;
-                result.fate = Fate::Stored;
-                result.id = server_string(id); // printable ASCII, checked by the core
-                continue;
-            }
-            const Error &error = *outcome.error;
-            std::string text = error.message();
-            if (!error.detail().empty())
-                text += ": " + error.detail();
-            result.error = server_text(text); // valid in the server encoding: last_error
-            long retry_after = error.retry_after_seconds();
-            result.retry_after_ms =
-                retry_after > 0 ? static_cast<int>(std::min(retry_after, 86400L) * 1000) : 0;
-            if (outcome.deferred) {
-                // Its retry is due in retry_in (at least the Retry-After).
-                result.retry_after_ms = static_cast<int>(
-                    std::min<long long>(outcome.retry_in.count(), 86400LL * 1000));
-                if (error.kind() == ErrorKind::RateLimited) {
-                    result.fate = Fate::Deferred;
-                    result.sqlstate = sqlstate_for(error.kind(), error.http_status());
-                    continue;
-                }
-            }
-            switch (outcome.unfinished ? Fault::Transient
-                                       : classify_failure(error.kind(), outcome.permanent)) {
-            case Fault::Row:
-                result.fate = Fate::RowFault;
-                break;
-            case Fault::Transient:
-                result.fate = outcome.unfinished ? Fate::Unfinished : Fate::Transient;
-                break;
-            case Fault::Systemic:
-                result.fate = Fate::Systemic;
-                break;
-            }
-            result.sqlstate = sqlstate_for(error.kind(), error.http_status());
-        }
+            return outcomes[tag];
+        });
     });
 }
 
@@ -337,38 +250,20 @@ SPITupleTable *read_rows(const Mapping &mapping, char **keys, int count, char **
     return error ? nullptr : rows;
 }
 
-// Stores the ids as the table's owner. Rows another session holds locked
-// are skipped (SKIP LOCKED), never waited for. Returns the keys whose rows
-// now hold their id, or sets *failure.
-SPITupleTable *store_ids(const Mapping &mapping, char **keys, char **ids, int count,
-                         char **failure)
+// Where the worker stores a table's ids: keys as the outbox holds them
+// (text, cast to the key's type), rows another session holds locked skipped
+// (SKIP LOCKED), never waited for.
+StoreTarget store_target(const Mapping &mapping)
 {
-    SPITupleTable *stored = nullptr;
-    const char *id = quote_identifier(mapping.id_column);
-    char *query = psprintf(
-        "WITH locked AS ("
-        " SELECT v.key, v.id, t.tableoid AS rel, t.ctid AS tid,"
-        " t.%s::pg_catalog.text IS DISTINCT FROM v.id AS changes"
-        " FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]),"
-        " pg_catalog.unnest($2::pg_catalog.text[])) AS v(key, id)"
-        " JOIN %s AS t ON t.%s %s v.key::%s FOR UPDATE OF t SKIP LOCKED),"
-        " updated AS (UPDATE %s AS t SET %s = l.id FROM locked AS l"
-        " WHERE l.changes AND t.tableoid OPERATOR(pg_catalog.=) l.rel"
-        " AND t.ctid OPERATOR(pg_catalog.=) l.tid RETURNING l.key)"
-        " SELECT l.key FROM locked AS l WHERE NOT l.changes"
-        " UNION ALL SELECT u.key FROM updated AS u",
-        id, mapping.table_sql, quote_identifier(mapping.user_id_column), mapping.equals,
-        mapping.user_id_type, mapping.table_sql, id);
-    Datum args[2] = {PointerGetDatum(text_array(keys, count)),
-                     PointerGetDatum(text_array(ids, count))};
-    Oid types[2] = {TEXTARRAYOID, TEXTARRAYOID};
-    ErrorData *error = run_as_owner(mapping.owner, table_limits(), [&] {
-        if (SPI_execute_with_args(query, 2, types, args, nullptr, false, 0) != SPI_OK_SELECT)
-            elog(ERROR, "could not store DFend ids in %s", mapping.table_sql);
-        stored = SPI_tuptable;
-    });
-    *failure = error ? describe(error) : nullptr;
-    return error ? nullptr : stored;
+    return StoreTarget{mapping.owner,
+                       mapping.table_sql,
+                       quote_identifier(mapping.user_id_column),
+                       quote_identifier(mapping.id_column),
+                       mapping.equals,
+                       psprintf("::%s", mapping.user_id_type),
+                       false,
+                       true,
+                       table_limits()};
 }
 
 void execute_or_fail(const char *query, int nargs, Oid *types, Datum *args, int expected)
@@ -406,12 +301,13 @@ void settle(const char *schema, const DeadLetterPolicy &policy, int64 *done, int
     for (int i = 0; i < failed_count; ++i) {
         ids[i] = failed[i].entry_id;
         errors[i] = CStringGetTextDatum(failed[i].error);
-        fates[i] = CStringGetTextDatum(failed[i].fate == Fate::RowFault     ? "row"
-                                       : failed[i].fate == Fate::Transient  ? "transient"
-                                       : failed[i].fate == Fate::Unfinished ? "unfinished"
-                                       : failed[i].fate == Fate::Held       ? "held"
-                                       : failed[i].fate == Fate::Deferred   ? "deferred"
-                                                                            : "systemic");
+        const BatchFate fate = failed[i].fate;
+        fates[i] = CStringGetTextDatum(fate == BatchFate::RowFault     ? "row"
+                                       : fate == BatchFate::Transient  ? "transient"
+                                       : fate == BatchFate::Unfinished ? "unfinished"
+                                       : fate == BatchFate::Held       ? "held"
+                                       : fate == BatchFate::Deferred   ? "deferred"
+                                                                       : "systemic");
         retry_after[i] = Int32GetDatum(failed[i].retry_after_ms);
     }
     Datum args[9] = {
@@ -607,7 +503,7 @@ void fail_entries(Settlement *failed, int *failed_count, const Entry *entries, i
 {
     for (int i = start; i < end; ++i)
         failed[(*failed_count)++] =
-            Settlement{entries[i].entry_id, Fate::Transient, psprintf("%s: %s", what, why), 0,
+            Settlement{entries[i].entry_id, BatchFate::Transient, psprintf("%s: %s", what, why), 0,
                        ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, fail_commit};
 }
 
@@ -661,45 +557,19 @@ struct Leftovers {
 
 namespace {
 
-// Records the fields left out of the registrations of one table whose ids
-// are now stored (`holding`, sorted by strcmp), and counts them for a
-// COMMIT's WARNING.
-void record_dropped(Oid table, const Entry *entries, int start, int end, const JobInput *jobs,
-                    const JobResult *results, char **holding, int holding_count,
-                    Leftovers *leftovers)
+// Counts a stored registration's left-out fields for a COMMIT's WARNING.
+void count_dropped(Leftovers *leftovers, const BatchJob &job, const BatchOutcome &outcome)
 {
-    auto before = [](const char *a, const char *b) { return strcmp(a, b) < 0; };
-    int capacity = 0;
-    for (int i = start; i < end; ++i)
-        if (entries[i].job >= 0)
-            capacity += results[entries[i].job].dropped_count;
-    DroppedRow *dropped = (DroppedRow *) palloc(sizeof(DroppedRow) * std::max(capacity, 1));
-    int count = 0;
-    int last_job = -1;
-    for (int i = start; i < end; ++i) {
-        int job = entries[i].job;
-        if (job < 0 || job == last_job)
-            continue;
-        last_job = job;
-        const JobResult &outcome = results[job];
-        if (outcome.fate != Fate::Stored || outcome.dropped_count == 0 ||
-            !std::binary_search(holding, holding + holding_count, jobs[job].user_id, before))
-            continue;
-        for (int d = 0; d < outcome.dropped_count; ++d) {
-            dropped[count] = outcome.dropped[d];
-            dropped[count++].user_id = jobs[job].user_id;
-            if (leftovers)
-                for (int f = 0; f < 3; ++f)
-                    if (strcmp(outcome.dropped[d].field, kDroppableFields[f]) == 0)
-                        leftovers->dropped_fields[f] = true;
-        }
-        if (leftovers && leftovers->dropped++ == 0)
-            leftovers->first_dropped =
-                psprintf("user %s, registered without its %s: %s",
-                         quote_literal_cstr(jobs[job].user_id), outcome.dropped[0].field,
-                         outcome.dropped[0].reason);
-    }
-    record_dropped_fields(table, holding, holding_count, dropped, count);
+    if (!leftovers || outcome.dropped_count == 0)
+        return;
+    for (int d = 0; d < outcome.dropped_count; ++d)
+        for (int f = 0; f < 3; ++f)
+            if (strcmp(outcome.dropped[d].field, kDroppableFields[f]) == 0)
+                leftovers->dropped_fields[f] = true;
+    if (leftovers->dropped++ == 0)
+        leftovers->first_dropped =
+            psprintf("user %s, registered without its %s: %s", quote_literal_cstr(job.user_id),
+                     outcome.dropped[0].field, outcome.dropped[0].reason);
 }
 
 // The entries a claim query just returned (SPI_tuptable).
@@ -735,7 +605,7 @@ void drain(const char *schema, const OutboxSettings &settings, Entry *entries, i
         return a.table != b.table ? a.table < b.table : strcmp(a.user_id, b.user_id) < 0;
     });
 
-    JobInput *jobs = (JobInput *) palloc0(sizeof(JobInput) * entry_count);
+    BatchJob *jobs = (BatchJob *) palloc0(sizeof(BatchJob) * std::max(entry_count, 1));
     int job_count = 0;
     // Entries settled without a request (row gone, id already set, table
     // detached), and entries whose table's SQL failed.
@@ -807,10 +677,9 @@ void drain(const char *schema, const OutboxSettings &settings, Entry *entries, i
                 has_id = DatumGetBool(heap_getattr(found, 5, rows->tupdesc, &isnull));
             }
             char *too_large = nullptr;
-            JobInput job = {};
+            BatchJob job = {};
             if (found && !(has_id && all_inserts))
-                too_large = read_contact_fields(found, rows->tupdesc, 2, &job.email, &job.phone,
-                                                &job.metadata);
+                too_large = prepare_job(found, rows->tupdesc, 2, entries[i].user_id, &job);
             if (!found && !leftovers) {
                 // Not visible to the worker: maybe deleted, maybe not yet
                 // committed (a restore, a long transaction). Kept, not
@@ -825,14 +694,10 @@ void drain(const char *schema, const OutboxSettings &settings, Entry *entries, i
             } else if (too_large) {
                 for (int k = i; k < same_end; ++k)
                     failed[failed_count++] =
-                        Settlement{entries[k].entry_id, Fate::RowFault, too_large, 0,
+                        Settlement{entries[k].entry_id, BatchFate::RowFault, too_large, 0,
                                    ERRCODE_PROGRAM_LIMIT_EXCEEDED, mapping.fail_commit};
             } else {
-                job.user_id = entries[i].user_id;
-                job.user_id_utf8 = utf8_string(job.user_id);
-                job.email = utf8_string(job.email);
-                job.phone = utf8_string(job.phone);
-                job.metadata = utf8_string(job.metadata);
+                job.tag = static_cast<std::uint64_t>(job_count);
                 job.merge = mapping.merge || any_update;
                 job.drop_invalid = mapping.drop_invalid;
                 jobs[job_count] = job;
@@ -846,7 +711,8 @@ void drain(const char *schema, const OutboxSettings &settings, Entry *entries, i
     }
     result.settled = done_count;
 
-    JobResult *results = (JobResult *) palloc0(sizeof(JobResult) * std::max(job_count, 1));
+    BatchOutcome *results =
+        (BatchOutcome *) palloc0(sizeof(BatchOutcome) * std::max(job_count, 1));
     if (job_count > 0)
         run_requests(jobs, job_count, results, settings, budget_ms);
     // The worker and dfend_process_queue feed the breaker; while it finds
@@ -856,12 +722,16 @@ void drain(const char *schema, const OutboxSettings &settings, Entry *entries, i
         for (int j = 0; j < job_count; ++j)
             pause_hear(results[j].event, results[j].error);
         for (int j = 0; j < job_count; ++j)
-            if ((results[j].fate == Fate::Transient || results[j].fate == Fate::Systemic) &&
+            if ((results[j].fate == BatchFate::Transient ||
+                 results[j].fate == BatchFate::Systemic) &&
                 held_by_breaker(pause_mode(), results[j].event))
-                results[j].fate = Fate::Held;
+                results[j].fate = BatchFate::Held;
     }
 
-    // Store the ids, one statement per table, as the table's owner.
+    // Store the ids, one statement per table, as the table's owner. The jobs
+    // of one table are consecutive (entries are sorted by table, one job per
+    // key); holds[j]: job j's row now holds its id.
+    bool *holds = (bool *) palloc0(sizeof(bool) * std::max(job_count, 1));
     for (int start = 0; start < entry_count;) {
         int end = start;
         while (end < entry_count && entries[end].table == entries[start].table)
@@ -869,55 +739,54 @@ void drain(const char *schema, const OutboxSettings &settings, Entry *entries, i
         const Mapping &mapping = mappings[start];
         char **keys = (char **) palloc(sizeof(char *) * (end - start));
         char **ids = (char **) palloc(sizeof(char *) * (end - start));
+        const BatchJob **stored_jobs = (const BatchJob **) palloc(sizeof(void *) * (end - start));
+        const BatchOutcome **stored_outcomes =
+            (const BatchOutcome **) palloc(sizeof(void *) * (end - start));
+        bool *stored_holds = (bool *) palloc0(sizeof(bool) * (end - start));
         int stored = 0;
         int last_job = -1;
         for (int i = start; i < end; ++i) {
             int job = entries[i].job;
-            if (job < 0 || results[job].fate != Fate::Stored || job == last_job)
+            if (job < 0 || results[job].fate != BatchFate::Stored || job == last_job)
                 continue;
-            keys[stored] = jobs[job].user_id;
-            ids[stored++] = results[job].id;
+            keys[stored] = const_cast<char *>(jobs[job].user_id);
+            ids[stored] = results[job].id;
+            stored_jobs[stored] = &jobs[job];
+            stored_outcomes[stored++] = &results[job];
             last_job = job;
         }
         char *failure = nullptr;
-        // Keys whose rows now hold their id, in strcmp order.
-        char **holding = (char **) palloc(sizeof(char *) * std::max(stored, 1));
-        int holding_count = 0;
         if (stored > 0) {
-            SPITupleTable *rows = store_ids(mapping, keys, ids, stored, &failure);
-            for (uint64 r = 0; rows && r < rows->numvals; ++r)
-                holding[holding_count++] = SPI_getvalue(rows->vals[r], rows->tupdesc, 1);
-            std::sort(holding, holding + holding_count,
-                      [](const char *a, const char *b) { return strcmp(a, b) < 0; });
-            result.registered += holding_count;
-            record_dropped(entries[start].table, entries, start, end, jobs, results, holding,
-                           holding_count, leftovers);
-            if (mapping.notify)
-                for (int k = 0; k < stored; ++k)
-                    if (std::binary_search(
-                            holding, holding + holding_count, keys[k],
-                            [](const char *a, const char *b) { return strcmp(a, b) < 0; }))
-                        notify_stored(mapping, keys[k], ids[k]);
+            if (ErrorData *error =
+                    store_ids(store_target(mapping), PointerGetDatum(text_array(keys, stored)),
+                              TEXTARRAYOID, ids, stored, stored_holds))
+                failure = describe(error);
+            record_stored_drops(entries[start].table, stored_jobs, stored_outcomes, stored_holds,
+                                stored);
+            for (int k = 0; k < stored; ++k) {
+                if (!stored_holds[k])
+                    continue;
+                holds[stored_jobs[k] - jobs] = true;
+                ++result.registered;
+                count_dropped(leftovers, *stored_jobs[k], *stored_outcomes[k]);
+                if (mapping.notify)
+                    notify_stored(mapping, keys[k], ids[k]);
+            }
         }
         for (int i = start; i < end; ++i) {
             int job = entries[i].job;
             if (job < 0)
                 continue;
-            const JobResult &outcome = results[job];
-            if (outcome.fate != Fate::Stored) {
+            const BatchOutcome &outcome = results[job];
+            if (outcome.fate != BatchFate::Stored)
                 failed[failed_count++] =
                     Settlement{entries[i].entry_id, outcome.fate,          outcome.error,
                                outcome.retry_after_ms, outcome.sqlstate, mapping.fail_commit};
-                continue;
-            }
-            bool holds = std::binary_search(
-                holding, holding + holding_count, entries[i].user_id,
-                [](const char *a, const char *b) { return strcmp(a, b) < 0; });
-            if (holds)
+            else if (holds[job])
                 done[done_count++] = entries[i].entry_id;
             else
                 failed[failed_count++] = Settlement{
-                    entries[i].entry_id, Fate::Transient,
+                    entries[i].entry_id, BatchFate::Transient,
                     failure ? psprintf("could not store the DFend id: %s", failure)
                             : pstrdup("could not store the DFend id: the row was locked by "
                                       "another session or changed meanwhile"),
@@ -937,7 +806,7 @@ void drain(const char *schema, const OutboxSettings &settings, Entry *entries, i
                                 errhint("The table is attached with on_error => 'error'; "
                                         "attach it with on_error => 'queue' to leave such "
                                         "rows to the background worker.")));
-            bool dead = failure.fate == Fate::RowFault;
+            bool dead = failure.fate == BatchFate::RowFault;
             int &count = dead ? leftovers->dead : leftovers->queued;
             char *&first = dead ? leftovers->first_dead_error : leftovers->first_queued_error;
             int &first_sqlstate =
