@@ -97,11 +97,26 @@ PY
 
     echo "== 3. commit to stored id, single inserts one at a time, 20 ms API latency"
     sql "TRUNCATE attached_users" >/dev/null
-    for i in $(seq 1 50); do
-        id=$(sql "INSERT INTO attached_users (email) VALUES (\$\$one@example.com\$\$) RETURNING id")
-        stored() { [ "$(sql "SELECT dfend_id IS NOT NULL FROM attached_users WHERE id = $id")" = t ]; }
-        wait_until 10 stored
-    done
+    # One backend inserts, commits and polls every 2 ms for the id: a psql
+    # started per poll would take the CPU the worker needs on 2 cores. The
+    # figure is the worker's own: from the INSERT (created_at, so the commit
+    # counts too) to the UPDATE that stores the id (stored_at).
+    psql -Xq <<SQL
+CREATE PROCEDURE one_at_a_time(n int) LANGUAGE plpgsql AS \$p\$
+DECLARE new_id bigint;
+BEGIN
+    FOR i IN 1..n LOOP
+        INSERT INTO attached_users (email) VALUES (\$\$one@example.com\$\$) RETURNING id INTO new_id;
+        COMMIT;
+        FOR w IN 1..5000 LOOP
+            EXIT WHEN (SELECT dfend_id IS NOT NULL FROM attached_users WHERE id = new_id);
+            PERFORM pg_sleep(0.002);
+        END LOOP;
+        COMMIT;
+    END LOOP;
+END \$p\$;
+CALL one_at_a_time(50);
+SQL
     sql "SELECT format(\$\$median %s ms, p90 %s ms, max %s ms over %s inserts (target: median < 30 ms)\$\$,
                 round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::numeric, 1),
                 round(percentile_cont(0.9) WITHIN GROUP (ORDER BY ms)::numeric, 1),
