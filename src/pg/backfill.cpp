@@ -18,6 +18,9 @@
 //      dfend_dropped_field, and record rows DFend refused for good as dead
 //      letters.
 //
+// Steps 2 and 3 are the batch pipeline the outbox worker uses too
+// (batch.hpp): the same jobs, failure policy, conversions and store.
+//
 // Everything a batch allocates lives in SPI's per-call memory or in C++
 // containers scoped to one cpp_call, so memory stays flat however large the
 // table. PostgreSQL-style except inside cpp_call (see border.hpp).
@@ -315,7 +318,8 @@ struct BatchRows {
     bool carried_valid; // the engine still holds the carried rows' jobs
 };
 
-// C++-style: the fields left out of a row's request, in the server encoding.
+// C++-style: for a dry run's report, the fields a row's request would leave
+// out, in the server encoding.
 void keep_dropped(const std::vector<DroppedField> &fields, const BatchRow &row, RowResult &result)
 {
     result.dropped_count = static_cast<int>(fields.size());
@@ -802,9 +806,9 @@ Datum dfend_backfill_batch(PG_FUNCTION_ARGS)
                             errmsg("the type of column %s has no array type", target.key_sql)));
         // As the table's owner: its triggers, domains and policies run with
         // the owner's rights, never the caller's.
-        StoreTarget store{target.owner,      target.table_sql, target.key_sql, target.id_sql,
-                          target.key_equals, "",               true,           false,
-                          OwnerLimits{0, 0}};
+        StoreTarget store{target.owner,      target.table_sql, target.key_sql,
+                          target.id_sql,     target.key_equals, "",
+                          StoreMode::FillMissing, OwnerLimits{0, 0}};
         bool *holds = (bool *) palloc0(sizeof(bool) * stored_count); // by stored index
         if (ErrorData *error = store_ids(
                 store,

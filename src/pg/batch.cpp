@@ -141,28 +141,34 @@ ErrorData *store_ids(const StoreTarget &target, Datum keys, Oid keys_type, char 
 {
     for (int i = 0; i < count; ++i)
         holds[i] = false;
-    // Locks the rows first (waiting, or skipping those another session
-    // holds), then writes only those whose id differs: a row that already
-    // holds its id (a retried entry) is not rewritten, yet holds it.
-    char *query = psprintf(
-        "WITH locked AS ("
-        " SELECT v.n, v.id, t.tableoid AS rel, t.ctid AS tid,"
-        " t.%s::pg_catalog.text IS DISTINCT FROM v.id AS changes"
-        " FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2::pg_catalog.text[]))"
-        " WITH ORDINALITY AS v(key, id, n)"
-        " JOIN %s AS t ON t.%s %s v.key%s%s FOR UPDATE OF t%s),"
-        " updated AS (UPDATE %s AS t SET %s = l.id FROM locked AS l"
-        " WHERE l.changes AND t.tableoid OPERATOR(pg_catalog.=) l.rel"
-        " AND t.ctid OPERATOR(pg_catalog.=) l.tid RETURNING l.n)"
-        " SELECT l.n FROM locked AS l WHERE NOT l.changes"
-        " UNION ALL SELECT u.n FROM updated AS u",
-        target.id_sql, target.table_sql, target.key_sql, target.key_equals, target.key_cast,
-        target.only_missing ? psprintf(" AND t.%s IS NULL", target.id_sql) : "",
-        target.skip_locked ? " SKIP LOCKED" : "", target.table_sql, target.id_sql);
+    const char *keys_and_ids =
+        "ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2::pg_catalog.text[])) "
+        "WITH ORDINALITY AS v(key, id, n)";
+    char *query =
+        target.mode == StoreMode::FillMissing
+            ? psprintf("UPDATE %s AS t SET %s = v.id FROM %s WHERE t.%s %s v.key%s "
+                       "AND t.%s IS NULL RETURNING v.n",
+                       target.table_sql, target.id_sql, keys_and_ids, target.key_sql,
+                       target.key_equals, target.key_cast, target.id_sql)
+            // Locks the rows first, skipping those another session holds,
+            // then writes those whose id differs.
+            : psprintf("WITH locked AS ("
+                       " SELECT v.n, v.id, t.tableoid AS rel, t.ctid AS tid,"
+                       " t.%s::pg_catalog.text IS DISTINCT FROM v.id AS changes"
+                       " FROM %s JOIN %s AS t ON t.%s %s v.key%s FOR UPDATE OF t SKIP LOCKED),"
+                       " updated AS (UPDATE %s AS t SET %s = l.id FROM locked AS l"
+                       " WHERE l.changes AND t.tableoid OPERATOR(pg_catalog.=) l.rel"
+                       " AND t.ctid OPERATOR(pg_catalog.=) l.tid RETURNING l.n)"
+                       " SELECT l.n FROM locked AS l WHERE NOT l.changes"
+                       " UNION ALL SELECT u.n FROM updated AS u",
+                       target.id_sql, keys_and_ids, target.table_sql, target.key_sql,
+                       target.key_equals, target.key_cast, target.table_sql, target.id_sql);
+    const int expected =
+        target.mode == StoreMode::FillMissing ? SPI_OK_UPDATE_RETURNING : SPI_OK_SELECT;
     Datum args[2] = {keys, PointerGetDatum(text_array(ids, count))};
     Oid types[2] = {keys_type, TEXTARRAYOID};
     return run_as_owner(target.owner, target.limits, [&] {
-        if (SPI_execute_with_args(query, 2, types, args, nullptr, false, 0) != SPI_OK_SELECT)
+        if (SPI_execute_with_args(query, 2, types, args, nullptr, false, 0) != expected)
             elog(ERROR, "could not store DFend ids in %s", target.table_sql);
         for (uint64 r = 0; r < SPI_processed; ++r) {
             bool isnull = true;

@@ -95,6 +95,18 @@ SendSummary send_jobs(RequestEngine &engine, const BatchJob *jobs, int count,
                       const RunOptions &options,
                       const std::function<BatchOutcome &(std::uint64_t tag)> &outcome_for);
 
+// How ids are stored.
+enum class StoreMode {
+    // Only into rows without an id (a backfill): a row another session
+    // holds is waited for and checked again, so an id a concurrent writer
+    // stored meanwhile stays.
+    FillMissing,
+    // Into rows whose id differs (the worker, an update's registration too),
+    // skipping rows another session holds locked, never waiting for them
+    // (the entry is retried); a row that already holds its id holds it.
+    SkipLocked,
+};
+
 // Where ids are stored: a user's table, written only as its owner.
 struct StoreTarget {
     Oid owner;
@@ -106,15 +118,13 @@ struct StoreTarget {
     // text): "::type", qualified. Empty when they come as an array of the
     // key's own type.
     const char *key_cast;
-    bool only_missing;       // only rows without an id: a concurrent writer's id stays
-    bool skip_locked;        // skip rows another session holds locked, never wait
+    StoreMode mode;
     OwnerLimits limits;
 };
 
 // PostgreSQL-style: stores ids[i] in the rows whose key equals element i of
-// `keys` (an array Datum of `keys_type`), as the table's owner, writing only
-// rows it changes. holds[i] (count entries) tells whether a row now holds
-// ids[i]. Returns the error the owner's side raised (nothing is stored
+// `keys` (an array Datum of `keys_type`), as the table's owner, as `mode`
+// says. holds[i] (count entries) tells whether a row now holds ids[i]. Returns the error the owner's side raised (nothing is stored
 // then), or nullptr.
 ErrorData *store_ids(const StoreTarget &target, Datum keys, Oid keys_type, char **ids, int count,
                      bool *holds);

@@ -1,6 +1,7 @@
 // Draining the outbox: claim due entries, read the current rows, register
 // them with many requests in flight, store the ids and remove the entries in
-// the same transaction. Used by the background worker and by
+// the same transaction. Jobs, requests and the store are the batch pipeline
+// the backfill uses too (batch.hpp). Used by the background worker and by
 // dfend_process_queue(). PostgreSQL-style except inside cpp_call.
 //
 // Safety rules (see owner.hpp and SECURITY.md):
@@ -261,8 +262,7 @@ StoreTarget store_target(const Mapping &mapping)
                        quote_identifier(mapping.id_column),
                        mapping.equals,
                        psprintf("::%s", mapping.user_id_type),
-                       false,
-                       true,
+                       StoreMode::SkipLocked,
                        table_limits()};
 }
 
