@@ -483,6 +483,277 @@ bool procedure_takes_latest_transient()
     return latest && !isnull;
 }
 
+// PostgreSQL-style, step 1: the next rows by key after `after_key` (from
+// it, when `inclusive`), at most batch_size: the key, then email, phone and
+// metadata. The planner walks an index on the key when there is one, so a
+// batch costs the same at row 9,000,000 as at 0. Read as the table's owner
+// (the key's cast too: a domain's CHECK may call the owner's functions), in
+// the columns' own types: the text of each value is made later, at most
+// kMaxFieldBytes of it.
+SPITupleTable *select_next_rows(const Target &target, const char *after_key, bool inclusive,
+                                int batch_size)
+{
+    Datum select_values[2] = {Int32GetDatum(batch_size), (Datum) 0};
+    Oid select_types[2] = {INT4OID, TEXTOID};
+    int nargs = 1;
+    const char *after_condition = "";
+    if (after_key) {
+        select_values[nargs++] = CStringGetTextDatum(after_key);
+        after_condition = psprintf(
+            " AND t.%s %s $2::%s", target.key_sql,
+            inclusive ? target.key_greater_or_equal : target.key_greater,
+            format_type_extended(target.key_type, target.key_typmod,
+                                 FORMAT_TYPE_TYPEMOD_GIVEN | FORMAT_TYPE_FORCE_QUALIFY));
+    }
+    char *select = psprintf("SELECT t.%s, %s, %s, %s FROM %s AS t "
+                            "WHERE t.%s IS NULL AND t.%s IS NOT NULL%s ORDER BY t.%s LIMIT $1",
+                            target.key_sql, target.email_sql, target.phone_sql,
+                            target.metadata_sql, target.table_sql, target.id_sql, target.key_sql,
+                            after_condition, target.key_sql);
+    SPITupleTable *tuples = nullptr;
+    if (ErrorData *error = run_as_owner(target.owner, OwnerLimits{0, 0}, [&] {
+            execute(select, nargs, select_types, select_values, nullptr, SPI_OK_SELECT);
+            tuples = SPI_tuptable;
+        }))
+        ReThrowError(error);
+    // The lock above makes this hold; checked anyway, since a key of
+    // another type than the array built from it would be read as garbage.
+    if (tuples->tupdesc->natts < 1 || SPI_gettypeid(tuples->tupdesc, 1) != target.key_type)
+        ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                        errmsg("the type of column %s of table %s changed during the backfill",
+                               target.key_sql, target.table_sql),
+                        errhint("Run the backfill again.")));
+    return tuples;
+}
+
+// PostgreSQL-style: the batch of `count` rows joins its run. The rows an
+// earlier batch of the run left in the engine come along (a new pass, or any
+// other call, starts without them). The last batch of a pass waits for every
+// answer; the others carry what is still unanswered when their last row has
+// been sent (settings.carry_at_most).
+BatchRows join_run(const Target &target, const char *user_id_column, const char *id_column,
+                   const char *after_key, bool inclusive, int count, int batch_size,
+                   BatchSettings &settings)
+{
+    if (!after_key || inclusive || settings.dry_run)
+        start_pass();
+    bool continues = carry.count > 0 && carry.table == target.table &&
+                     carry.key_type == target.key_type &&
+                     strcmp(NameStr(carry.key_column), user_id_column) == 0 &&
+                     strcmp(NameStr(carry.id_column), id_column) == 0 && after_key &&
+                     carry.next_after_key && strcmp(carry.next_after_key, after_key) == 0;
+    if (!continues)
+        clear_carry(); // another run's: the engine drops them too
+    if (settings.defer_retries && !settings.dry_run && procedure_takes_latest_transient()) {
+        // Carried rows replace 0.4.0's deferral to the next pass: the last
+        // batch of a pass waits for every answer, the others carry.
+        settings.defer_retries = false;
+        if (count == batch_size)
+            settings.carry_at_most = batch_size;
+    }
+    BatchRows batch{nullptr, count, carry.count, carry.next_tag, !carry.in_use};
+    carry.next_tag += (std::uint64_t) count;
+    return batch;
+}
+
+// PostgreSQL-style: the rows of `batch` (its own `count` rows from
+// `tuples`, then the carried ones), with their jobs, and the results known
+// before any request: a field too large makes a dead letter; a key too long
+// to name and an existing dead letter send nothing.
+void prepare_rows(BatchRows &batch, SPITupleTable *tuples, const BatchSettings &settings,
+                  const Target &target, RowResult *results)
+{
+    const int count = batch.count;
+    const int total = count + batch.carried;
+    BatchRow *rows = (BatchRow *) palloc0(sizeof(BatchRow) * (total > 0 ? total : 1));
+    batch.rows = rows;
+    for (int j = 0; j < batch.carried; ++j) {
+        rows[count + j].key = carry.rows[j].key;
+        rows[count + j].user_id = carry.rows[j].user_id;
+        rows[count + j].job.user_id = carry.rows[j].user_id;
+        rows[count + j].carried_in = true;
+    }
+    TupleDesc desc = tuples->tupdesc;
+    int oversized_keys = 0;
+    for (int i = 0; i < count; ++i) {
+        HeapTuple tuple = tuples->vals[i];
+        bool isnull;
+        rows[i].key = SPI_getbinval(tuple, desc, 1, &isnull);
+        rows[i].user_id = bounded_key_text(tuple, desc, 1);
+        if (!rows[i].user_id) { // no request, no dead letter: it cannot even be named
+            rows[i].skipped = true;
+            ++oversized_keys;
+            continue;
+        }
+        rows[i].duplicate = i > 0 && !rows[i - 1].skipped &&
+                            strcmp(rows[i].user_id, rows[i - 1].user_id) == 0;
+        rows[i].too_large = prepare_job(tuple, desc, 2, rows[i].user_id, &rows[i].job);
+        rows[i].job.tag = batch.tag_base + static_cast<std::uint64_t>(i);
+        rows[i].job.merge = settings.merge;
+        rows[i].job.drop_invalid = settings.drop_invalid;
+    }
+    warn_oversized_keys(oversized_keys, target, "They were skipped: no request was sent for them.");
+
+    skip_dead_letters(target, rows, count);
+    for (int i = 0; i < count; ++i)
+        if (rows[i].too_large && !rows[i].skipped && !rows[i].dead_letter) {
+            results[i].fate = BatchFate::RowFault;
+            results[i].error = rows[i].too_large;
+        }
+}
+
+// What a batch's results come to: its counts, the ids to store, the dead
+// letters to record and the report's lines.
+struct Tally {
+    int registered = 0, created = 0, failed_permanent = 0, failed_transient = 0, dropped = 0;
+    // Registrations to store (none in a dry run), one per row.
+    Datum *stored_keys = nullptr;
+    char **stored_ids = nullptr;
+    const BatchJob **stored_jobs = nullptr;
+    const BatchOutcome **stored_outcomes = nullptr;
+    int stored_count = 0;
+    // Rows DFend refused for their data.
+    char **dead_users = nullptr;
+    char **dead_errors = nullptr;
+    Datum *dead_attempts = nullptr;
+    int dead_count = 0;
+    // Invalid rows (and, in a dry run, rows sent without a field), at most
+    // report_limit.
+    Datum *reported = nullptr;
+    int reported_count = 0;
+};
+
+// PostgreSQL-style: counts the results; remembers the pass's earliest row
+// that failed for a transient reason (note_transient).
+Tally tally_results(const BatchRows &batch, const RowResult *results,
+                    const BatchSettings &settings, const Target &target, int report_limit)
+{
+    const BatchRow *rows = batch.rows;
+    const int count = batch.count;
+    const int total = count + batch.carried;
+    const int slots = total > 0 ? total : 1;
+    Tally tally;
+    tally.stored_keys = (Datum *) palloc(sizeof(Datum) * slots);
+    tally.stored_ids = (char **) palloc(sizeof(char *) * slots);
+    tally.stored_jobs = (const BatchJob **) palloc(sizeof(void *) * slots);
+    tally.stored_outcomes = (const BatchOutcome **) palloc(sizeof(void *) * slots);
+    tally.dead_users = (char **) palloc(sizeof(char *) * slots);
+    tally.dead_errors = (char **) palloc(sizeof(char *) * slots);
+    tally.dead_attempts = (Datum *) palloc(sizeof(Datum) * slots);
+    tally.reported = (Datum *) palloc(sizeof(Datum) * slots);
+    for (int i = 0; i < total; ++i) {
+        const RowResult &result = results[i];
+        switch (result.fate) {
+        case BatchFate::None:
+        case BatchFate::InEngine:
+            break;
+        case BatchFate::Stored:
+            ++tally.registered;
+            if (result.created)
+                ++tally.created;
+            if (result.dropped_count > 0) {
+                ++tally.dropped;
+                // A dry run lists them with the invalid rows.
+                if (settings.dry_run && tally.reported_count < report_limit) {
+                    StringInfoData text;
+                    initStringInfo(&text);
+                    appendStringInfo(&text, "%s: would be sent without",
+                                     quote_literal_cstr(rows[i].user_id));
+                    for (int d = 0; d < result.dropped_count; ++d)
+                        appendStringInfo(&text, "%s its %s (%s)", d > 0 ? " and" : "",
+                                         result.dropped[d].field, result.dropped[d].reason);
+                    tally.reported[tally.reported_count++] = CStringGetTextDatum(text.data);
+                }
+            }
+            if (!settings.dry_run) {
+                tally.stored_keys[tally.stored_count] = rows[i].key;
+                tally.stored_jobs[tally.stored_count] = &rows[i].job;
+                tally.stored_outcomes[tally.stored_count] = &result;
+                tally.stored_ids[tally.stored_count++] = result.id;
+            }
+            break;
+        case BatchFate::RowFault:
+            ++tally.failed_permanent;
+            tally.dead_users[tally.dead_count] = rows[i].user_id;
+            tally.dead_errors[tally.dead_count] = result.error;
+            tally.dead_attempts[tally.dead_count++] = Int32GetDatum(result.attempts);
+            if (tally.reported_count < report_limit)
+                tally.reported[tally.reported_count++] = CStringGetTextDatum(
+                    psprintf("%s: %s", quote_literal_cstr(rows[i].user_id), result.error));
+            break;
+        default: // failed for a reason a later pass may not meet
+            ++tally.failed_transient;
+            note_transient(i < count ? carry.next_order + (std::uint64_t) i
+                                     : carry.rows[i - count].order,
+                           target.key_type, rows[i].key);
+            break;
+        }
+    }
+    return tally;
+}
+
+// PostgreSQL-style: stores the registered ids (StoreMode::FillMissing: a row
+// a concurrent writer gave an id meanwhile keeps it), as the table's owner,
+// and records the fields the stored registrations left out.
+void store_registered(const Target &target, const Tally &tally)
+{
+    if (tally.stored_count == 0)
+        return;
+    const int stored_count = tally.stored_count;
+    int16 typlen;
+    bool typbyval;
+    char typalign;
+    get_typlenbyvalalign(target.key_type, &typlen, &typbyval, &typalign);
+    Oid key_array_type = get_array_type(target.key_type);
+    if (!OidIsValid(key_array_type))
+        ereport(ERROR, (errcode(ERRCODE_DATATYPE_MISMATCH),
+                        errmsg("the type of column %s has no array type", target.key_sql)));
+    // As the table's owner: its triggers, domains and policies run with the
+    // owner's rights, never the caller's.
+    StoreTarget store{target.owner,  target.table_sql,       target.key_sql,   target.id_sql,
+                      target.key_equals, "", StoreMode::FillMissing, OwnerLimits{0, 0}};
+    bool *holds = (bool *) palloc0(sizeof(bool) * stored_count); // by stored index
+    if (ErrorData *error = store_ids(
+            store,
+            PointerGetDatum(construct_array(tally.stored_keys, stored_count, target.key_type,
+                                            typlen, typbyval, typalign)),
+            key_array_type, tally.stored_ids, stored_count, holds))
+        ReThrowError(error);
+    record_stored_drops(target.table, tally.stored_jobs, tally.stored_outcomes, holds,
+                        stored_count);
+    const int updated = (int) std::count(holds, holds + stored_count, true);
+    if (updated < stored_count)
+        ereport(WARNING,
+                (errmsg("%d of %d DFend ids were not stored", stored_count - updated,
+                        stored_count),
+                 errdetail("A concurrent writer may have stored an id first, or a trigger "
+                           "or row-level security policy on the table skipped the update."),
+                 errhint("Rows still without an id are sent again by the next run.")));
+}
+
+// PostgreSQL-style: the rows DFend refused for their data become dead
+// letters in the outbox (dfend's table: written as the caller).
+void record_dead_letters(const Target &target, const Tally &tally)
+{
+    if (tally.dead_count == 0)
+        return;
+    const int dead_count = tally.dead_count;
+    char *insert = psprintf(
+        "INSERT INTO %s.dfend_outbox (table_name, user_id, reason, state, attempts, "
+        "last_error) SELECT $1, x.user_id, 'backfill', 'dead', x.attempts, x.last_error "
+        "FROM ROWS FROM (pg_catalog.unnest($2::pg_catalog.text[]), "
+        "pg_catalog.unnest($3::pg_catalog.int4[]), pg_catalog.unnest($4::pg_catalog.text[])) "
+        "AS x(user_id, attempts, last_error)",
+        target.schema_sql);
+    Oid types[4] = {REGCLASSOID, TEXTARRAYOID, INT4ARRAYOID, TEXTARRAYOID};
+    Datum values[4] = {
+        ObjectIdGetDatum(target.table), PointerGetDatum(text_array(tally.dead_users, dead_count)),
+        PointerGetDatum(construct_array(tally.dead_attempts, dead_count, INT4OID, 4, true,
+                                        TYPALIGN_INT)),
+        PointerGetDatum(text_array(tally.dead_errors, dead_count))};
+    execute(insert, 4, types, values, nullptr, SPI_OK_INSERT);
+}
+
 // PostgreSQL-style: keeps the rows still in the engine (InEngine) for the
 // next batch of this run, which passes `last_key` as its after_key, and
 // forgets the rows carried into this batch.
@@ -622,103 +893,15 @@ Datum dfend_backfill_batch(PG_FUNCTION_ARGS)
     Target target = resolve_target(fcinfo, table, user_id_column, id_column, email_column,
                                    phone_column, metadata_column, !settings.dry_run);
 
-    // 1. The next rows by key. The planner walks an index on the key when
-    //    there is one, so a batch costs the same at row 9,000,000 as at 0.
-    //    Read as the table's owner (the key's cast too: a domain's CHECK may
-    //    call the owner's functions), in the columns' own types: the text of
-    //    each value is made below, at most kMaxFieldBytes of it.
-    Datum select_values[2] = {Int32GetDatum(batch_size), (Datum) 0};
-    Oid select_types[2] = {INT4OID, TEXTOID};
-    int nargs = 1;
-    const char *after_condition = "";
-    if (after_key) {
-        select_values[nargs++] = CStringGetTextDatum(after_key);
-        after_condition = psprintf(
-            " AND t.%s %s $2::%s", target.key_sql,
-            inclusive ? target.key_greater_or_equal : target.key_greater,
-            format_type_extended(target.key_type, target.key_typmod,
-                                 FORMAT_TYPE_TYPEMOD_GIVEN | FORMAT_TYPE_FORCE_QUALIFY));
-    }
-    char *select = psprintf("SELECT t.%s, %s, %s, %s FROM %s AS t "
-                            "WHERE t.%s IS NULL AND t.%s IS NOT NULL%s ORDER BY t.%s LIMIT $1",
-                            target.key_sql, target.email_sql, target.phone_sql,
-                            target.metadata_sql, target.table_sql, target.id_sql, target.key_sql,
-                            after_condition, target.key_sql);
-    SPITupleTable *tuples = nullptr;
-    if (ErrorData *error = run_as_owner(target.owner, OwnerLimits{0, 0}, [&] {
-            execute(select, nargs, select_types, select_values, nullptr, SPI_OK_SELECT);
-            tuples = SPI_tuptable;
-        }))
-        ReThrowError(error);
-    // The lock above makes this hold; checked anyway, since a key of
-    // another type than the array built from it would be read as garbage.
-    if (tuples->tupdesc->natts < 1 || SPI_gettypeid(tuples->tupdesc, 1) != target.key_type)
-        ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-                        errmsg("the type of column %s of table %s changed during the backfill",
-                               target.key_sql, target.table_sql),
-                        errhint("Run the backfill again.")));
-    int count = (int) tuples->numvals;
-    TupleDesc desc = tuples->tupdesc;
+    SPITupleTable *tuples = select_next_rows(target, after_key, inclusive, batch_size);
+    const int count = (int) tuples->numvals;
 
-    // The rows an earlier batch of this run left in the engine come along
-    // (a new pass, or any other call, starts without them). The last batch
-    // of a pass waits for every answer; the others carry what is still
-    // unanswered when their last row has been sent.
-    if (!after_key || inclusive || settings.dry_run)
-        start_pass();
-    bool continues = carry.count > 0 && carry.table == table &&
-                     carry.key_type == target.key_type &&
-                     strcmp(NameStr(carry.key_column), user_id_column) == 0 &&
-                     strcmp(NameStr(carry.id_column), id_column) == 0 && after_key &&
-                     carry.next_after_key && strcmp(carry.next_after_key, after_key) == 0;
-    if (!continues)
-        clear_carry(); // another run's: the engine drops them too
-    if (settings.defer_retries && !settings.dry_run && procedure_takes_latest_transient()) {
-        // Carried rows replace 0.4.0's deferral to the next pass: the last
-        // batch of a pass waits for every answer, the others carry.
-        settings.defer_retries = false;
-        if (count == batch_size)
-            settings.carry_at_most = batch_size;
-    }
-    BatchRows batch{nullptr, count, carry.count, carry.next_tag, !carry.in_use};
-    carry.next_tag += (std::uint64_t) count;
+    BatchRows batch = join_run(target, user_id_column, id_column, after_key, inclusive, count,
+                               batch_size, settings);
     const int total = count + batch.carried;
 
-    BatchRow *rows = (BatchRow *) palloc0(sizeof(BatchRow) * (total > 0 ? total : 1));
     RowResult *results = (RowResult *) palloc0(sizeof(RowResult) * (total > 0 ? total : 1));
-    batch.rows = rows;
-    for (int j = 0; j < batch.carried; ++j) {
-        rows[count + j].key = carry.rows[j].key;
-        rows[count + j].user_id = carry.rows[j].user_id;
-        rows[count + j].job.user_id = carry.rows[j].user_id;
-        rows[count + j].carried_in = true;
-    }
-    int oversized_keys = 0;
-    for (int i = 0; i < count; ++i) {
-        HeapTuple tuple = tuples->vals[i];
-        bool isnull;
-        rows[i].key = SPI_getbinval(tuple, desc, 1, &isnull);
-        rows[i].user_id = bounded_key_text(tuple, desc, 1);
-        if (!rows[i].user_id) { // no request, no dead letter: it cannot even be named
-            rows[i].skipped = true;
-            ++oversized_keys;
-            continue;
-        }
-        rows[i].duplicate = i > 0 && !rows[i - 1].skipped &&
-                            strcmp(rows[i].user_id, rows[i - 1].user_id) == 0;
-        rows[i].too_large = prepare_job(tuple, desc, 2, rows[i].user_id, &rows[i].job);
-        rows[i].job.tag = batch.tag_base + static_cast<std::uint64_t>(i);
-        rows[i].job.merge = settings.merge;
-        rows[i].job.drop_invalid = settings.drop_invalid;
-    }
-    warn_oversized_keys(oversized_keys, target, "They were skipped: no request was sent for them.");
-
-    skip_dead_letters(target, rows, count);
-    for (int i = 0; i < count; ++i)
-        if (rows[i].too_large && !rows[i].skipped && !rows[i].dead_letter) {
-            results[i].fate = BatchFate::RowFault;
-            results[i].error = rows[i].too_large;
-        }
+    prepare_rows(batch, tuples, settings, target, results);
 
     // 2. The requests: the only part that leaves PostgreSQL. An error from
     //    here on voids the carried rows (in_use stays set).
@@ -733,118 +916,15 @@ Datum dfend_backfill_batch(PG_FUNCTION_ARGS)
     }
 
     // 3. Store what came back.
-    int registered = 0, created = 0, failed_permanent = 0, failed_transient = 0, dropped = 0;
-    const int slots = total > 0 ? total : 1;
-    Datum *stored_keys = (Datum *) palloc(sizeof(Datum) * slots);
-    char **stored_ids = (char **) palloc(sizeof(char *) * slots);
-    const BatchJob **stored_jobs = (const BatchJob **) palloc(sizeof(void *) * slots);
-    const BatchOutcome **stored_outcomes = (const BatchOutcome **) palloc(sizeof(void *) * slots);
-    char **dead_users = (char **) palloc(sizeof(char *) * slots);
-    char **dead_errors = (char **) palloc(sizeof(char *) * slots);
-    Datum *dead_attempts = (Datum *) palloc(sizeof(Datum) * slots);
-    int stored_count = 0, dead_count = 0;
-    Datum *reported = (Datum *) palloc(sizeof(Datum) * slots);
-    int reported_count = 0;
-    for (int i = 0; i < total; ++i) {
-        switch (results[i].fate) {
-        case BatchFate::None:
-        case BatchFate::InEngine:
-            break;
-        case BatchFate::Stored:
-            ++registered;
-            if (results[i].created)
-                ++created;
-            if (results[i].dropped_count > 0) {
-                ++dropped;
-                // A dry run lists them with the invalid rows.
-                if (settings.dry_run && reported_count < report_limit) {
-                    StringInfoData text;
-                    initStringInfo(&text);
-                    appendStringInfo(&text, "%s: would be sent without",
-                                     quote_literal_cstr(rows[i].user_id));
-                    for (int d = 0; d < results[i].dropped_count; ++d)
-                        appendStringInfo(&text, "%s its %s (%s)", d > 0 ? " and" : "",
-                                         results[i].dropped[d].field,
-                                         results[i].dropped[d].reason);
-                    reported[reported_count++] = CStringGetTextDatum(text.data);
-                }
-            }
-            if (!settings.dry_run) {
-                stored_keys[stored_count] = rows[i].key;
-                stored_jobs[stored_count] = &rows[i].job;
-                stored_outcomes[stored_count] = &results[i];
-                stored_ids[stored_count++] = results[i].id;
-            }
-            break;
-        case BatchFate::RowFault:
-            ++failed_permanent;
-            dead_users[dead_count] = rows[i].user_id;
-            dead_errors[dead_count] = results[i].error;
-            dead_attempts[dead_count++] = Int32GetDatum(results[i].attempts);
-            if (reported_count < report_limit)
-                reported[reported_count++] = CStringGetTextDatum(
-                    psprintf("%s: %s", quote_literal_cstr(rows[i].user_id), results[i].error));
-            break;
-        default: // failed for a reason a later pass may not meet
-            ++failed_transient;
-            note_transient(i < count ? carry.next_order + (std::uint64_t) i
-                                     : carry.rows[i - count].order,
-                           target.key_type, rows[i].key);
-            break;
-        }
-    }
-    if (!settings.dry_run && stored_count > 0) {
-        // Row locks only for the moment of this UPDATE; a row a concurrent
-        // writer gave an id meanwhile keeps it.
-        int16 typlen;
-        bool typbyval;
-        char typalign;
-        get_typlenbyvalalign(target.key_type, &typlen, &typbyval, &typalign);
-        Oid key_array_type = get_array_type(target.key_type);
-        if (!OidIsValid(key_array_type))
-            ereport(ERROR, (errcode(ERRCODE_DATATYPE_MISMATCH),
-                            errmsg("the type of column %s has no array type", target.key_sql)));
-        // As the table's owner: its triggers, domains and policies run with
-        // the owner's rights, never the caller's.
-        StoreTarget store{target.owner,      target.table_sql, target.key_sql,
-                          target.id_sql,     target.key_equals, "",
-                          StoreMode::FillMissing, OwnerLimits{0, 0}};
-        bool *holds = (bool *) palloc0(sizeof(bool) * stored_count); // by stored index
-        if (ErrorData *error = store_ids(
-                store,
-                PointerGetDatum(construct_array(stored_keys, stored_count, target.key_type,
-                                                typlen, typbyval, typalign)),
-                key_array_type, stored_ids, stored_count, holds))
-            ReThrowError(error);
-        record_stored_drops(table, stored_jobs, stored_outcomes, holds, stored_count);
-        const int updated = (int) std::count(holds, holds + stored_count, true);
-        if (updated < stored_count)
-            ereport(WARNING,
-                    (errmsg("%d of %d DFend ids were not stored", stored_count - updated,
-                            stored_count),
-                     errdetail("A concurrent writer may have stored an id first, or a trigger "
-                               "or row-level security policy on the table skipped the update."),
-                     errhint("Rows still without an id are sent again by the next run.")));
-    }
-    if (!settings.dry_run && dead_count > 0) {
-        char *insert = psprintf(
-            "INSERT INTO %s.dfend_outbox (table_name, user_id, reason, state, attempts, "
-            "last_error) SELECT $1, x.user_id, 'backfill', 'dead', x.attempts, x.last_error "
-            "FROM ROWS FROM (pg_catalog.unnest($2::pg_catalog.text[]), "
-            "pg_catalog.unnest($3::pg_catalog.int4[]), pg_catalog.unnest($4::pg_catalog.text[])) "
-            "AS x(user_id, attempts, last_error)",
-            target.schema_sql);
-        Oid types[4] = {REGCLASSOID, TEXTARRAYOID, INT4ARRAYOID, TEXTARRAYOID};
-        Datum values[4] = {
-            ObjectIdGetDatum(table), PointerGetDatum(text_array(dead_users, dead_count)),
-            PointerGetDatum(construct_array(dead_attempts, dead_count, INT4OID, 4, true,
-                                            TYPALIGN_INT)),
-            PointerGetDatum(text_array(dead_errors, dead_count))};
-        execute(insert, 4, types, values, nullptr, SPI_OK_INSERT);
+    Tally tally = tally_results(batch, results, settings, target, report_limit);
+    if (!settings.dry_run) {
+        store_registered(target, tally);
+        record_dead_letters(target, tally);
     }
 
     // The result, built where it outlives SPI_finish.
-    char *last_key = count > 0 ? SPI_getvalue(tuples->vals[count - 1], desc, 1) : nullptr;
+    char *last_key =
+        count > 0 ? SPI_getvalue(tuples->vals[count - 1], tuples->tupdesc, 1) : nullptr;
     if (!settings.dry_run)
         carry_unanswered(batch, results, target, table, user_id_column, id_column, last_key,
                          generation);
@@ -855,19 +935,19 @@ Datum dfend_backfill_batch(PG_FUNCTION_ARGS)
     char *first_transient_key =
         carry.first_transient_key ? pstrdup(carry.first_transient_key) : nullptr;
     MemoryContext spi_context = MemoryContextSwitchTo(caller_context);
-    ArrayType *invalid = construct_array(reported, reported_count, TEXTOID, -1, false,
-                                         TYPALIGN_INT);
+    ArrayType *invalid = construct_array(tally.reported, tally.reported_count, TEXTOID, -1,
+                                         false, TYPALIGN_INT);
     Datum values[10] = {
         last_key ? CStringGetTextDatum(last_key) : (Datum) 0,
         Int32GetDatum(count),
-        Int32GetDatum(registered),
-        Int32GetDatum(created),
-        Int32GetDatum(settings.dry_run ? 0 : registered - created),
-        Int32GetDatum(failed_permanent),
-        Int32GetDatum(failed_transient),
+        Int32GetDatum(tally.registered),
+        Int32GetDatum(tally.created),
+        Int32GetDatum(settings.dry_run ? 0 : tally.registered - tally.created),
+        Int32GetDatum(tally.failed_permanent),
+        Int32GetDatum(tally.failed_transient),
         first_transient_key ? CStringGetTextDatum(first_transient_key) : (Datum) 0,
         PointerGetDatum(invalid),
-        Int32GetDatum(dropped)};
+        Int32GetDatum(tally.dropped)};
     bool nulls[10] = {last_key == nullptr, false, false, false, false, false, false,
                       first_transient_key == nullptr, false, false};
     HeapTuple result = heap_form_tuple(result_type, values, nulls);

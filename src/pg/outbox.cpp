@@ -592,31 +592,40 @@ Entry *claimed_entries()
     return entries;
 }
 
-// Registers claimed entries: reads their rows, sends the requests, stores
-// the ids and settles the entries. `budget_ms` >= 0 bounds the requests;
-// `leftovers`, when given, means this is a COMMIT registering its own rows:
-// a failure of a table attached with on_error 'error' fails the COMMIT, and
-// other failures are counted for a WARNING.
-void drain(const char *schema, const OutboxSettings &settings, Entry *entries, int entry_count,
-           long budget_ms, Leftovers *leftovers, OutboxResult *result_out)
-{
-    OutboxResult &result = *result_out;
-    std::sort(entries, entries + entry_count, [](const Entry &a, const Entry &b) {
-        return a.table != b.table ? a.table < b.table : strcmp(a.user_id, b.user_id) < 0;
-    });
-
-    BatchJob *jobs = (BatchJob *) palloc0(sizeof(BatchJob) * std::max(entry_count, 1));
-    int job_count = 0;
+// One round's entries and how each ends.
+struct Round {
+    Entry *entries;        // sorted by table, then key
+    int entry_count;
+    Mapping *mappings;     // a table's, at the index of its first entry
+    BatchJob *jobs;        // one per key that needs a request
+    int job_count;
+    BatchOutcome *results; // by job
     // Entries settled without a request (row gone, id already set, table
-    // detached), and entries whose table's SQL failed.
-    int64 *done = (int64 *) palloc(sizeof(int64) * entry_count);
-    int done_count = 0;
-    Settlement *failed = (Settlement *) palloc(sizeof(Settlement) * entry_count);
-    int failed_count = 0;
-    int64 *missing = (int64 *) palloc(sizeof(int64) * entry_count); // rows not visible
-    int missing_count = 0;
-    Mapping *mappings = (Mapping *) palloc0(sizeof(Mapping) * entry_count);
+    // detached) or whose id is stored: removed.
+    int64 *done;
+    int done_count;
+    Settlement *failed;    // entries to try again, or dead
+    int failed_count;
+    int64 *missing;        // entries whose row is not visible (settle_missing)
+    int missing_count;
+};
 
+// Reads the rows behind the round's entries (sorted by table, then key),
+// table by table as each table's owner, and makes one job per key that
+// needs a request; settles on the spot the entries that need none.
+void read_jobs(const char *schema, Round &round, bool at_commit)
+{
+    Entry *entries = round.entries;
+    const int entry_count = round.entry_count;
+    Mapping *mappings = round.mappings;
+    BatchJob *jobs = round.jobs;
+    int &job_count = round.job_count;
+    int64 *done = round.done;
+    int &done_count = round.done_count;
+    Settlement *failed = round.failed;
+    int &failed_count = round.failed_count;
+    int64 *missing = round.missing;
+    int &missing_count = round.missing_count;
     for (int start = 0; start < entry_count;) {
         int end = start;
         while (end < entry_count && entries[end].table == entries[start].table)
@@ -680,7 +689,7 @@ void drain(const char *schema, const OutboxSettings &settings, Entry *entries, i
             BatchJob job = {};
             if (found && !(has_id && all_inserts))
                 too_large = prepare_job(found, rows->tupdesc, 2, entries[i].user_id, &job);
-            if (!found && !leftovers) {
+            if (!found && !at_commit) {
                 // Not visible to the worker: maybe deleted, maybe not yet
                 // committed (a restore, a long transaction). Kept, not
                 // dropped on sight (settle_missing).
@@ -709,28 +718,24 @@ void drain(const char *schema, const OutboxSettings &settings, Entry *entries, i
         }
         start = end;
     }
-    result.settled = done_count;
+}
 
-    BatchOutcome *results =
-        (BatchOutcome *) palloc0(sizeof(BatchOutcome) * std::max(job_count, 1));
-    if (job_count > 0)
-        run_requests(jobs, job_count, results, settings, budget_ms);
-    // The worker and dfend_process_queue feed the breaker; while it finds
-    // DFend unreachable, the failures it counted were not the entries'.
-    // A COMMIT (leftovers) neither feeds nor consults it.
-    if (!leftovers && job_count > 0) {
-        for (int j = 0; j < job_count; ++j)
-            pause_hear(results[j].event, results[j].error);
-        for (int j = 0; j < job_count; ++j)
-            if ((results[j].fate == BatchFate::Transient ||
-                 results[j].fate == BatchFate::Systemic) &&
-                held_by_breaker(pause_mode(), results[j].event))
-                results[j].fate = BatchFate::Held;
-    }
-
-    // Store the ids, one statement per table, as the table's owner. The jobs
-    // of one table are consecutive (entries are sorted by table, one job per
-    // key); holds[j]: job j's row now holds its id.
+// Stores the ids, one statement per table, as the table's owner, and
+// decides how each entry with a job ends. The jobs of one table are
+// consecutive (entries are sorted by table, one job per key).
+void store_results(Round &round, Leftovers *leftovers, OutboxResult &result)
+{
+    Entry *entries = round.entries;
+    const int entry_count = round.entry_count;
+    Mapping *mappings = round.mappings;
+    BatchJob *jobs = round.jobs;
+    int &job_count = round.job_count;
+    int64 *done = round.done;
+    int &done_count = round.done_count;
+    Settlement *failed = round.failed;
+    int &failed_count = round.failed_count;
+    const BatchOutcome *results = round.results;
+    // holds[j]: job j's row now holds its id.
     bool *holds = (bool *) palloc0(sizeof(bool) * std::max(job_count, 1));
     for (int start = 0; start < entry_count;) {
         int end = start;
@@ -795,9 +800,56 @@ void drain(const char *schema, const OutboxSettings &settings, Entry *entries, i
         start = end;
     }
 
+}
+
+// Registers claimed entries: reads their rows, sends the requests, stores
+// the ids and settles the entries. `budget_ms` >= 0 bounds the requests;
+// `leftovers`, when given, means this is a COMMIT registering its own rows:
+// a failure of a table attached with on_error 'error' fails the COMMIT, and
+// other failures are counted for a WARNING.
+void drain(const char *schema, const OutboxSettings &settings, Entry *entries, int entry_count,
+           long budget_ms, Leftovers *leftovers, OutboxResult *result_out)
+{
+    OutboxResult &result = *result_out;
+    std::sort(entries, entries + entry_count, [](const Entry &a, const Entry &b) {
+        return a.table != b.table ? a.table < b.table : strcmp(a.user_id, b.user_id) < 0;
+    });
+
+    Round round = {};
+    round.entries = entries;
+    round.entry_count = entry_count;
+    round.mappings = (Mapping *) palloc0(sizeof(Mapping) * entry_count);
+    round.jobs = (BatchJob *) palloc0(sizeof(BatchJob) * std::max(entry_count, 1));
+    round.done = (int64 *) palloc(sizeof(int64) * entry_count);
+    round.failed = (Settlement *) palloc(sizeof(Settlement) * entry_count);
+    round.missing = (int64 *) palloc(sizeof(int64) * entry_count);
+    read_jobs(schema, round, leftovers != nullptr);
+    result.settled = round.done_count;
+    const int job_count = round.job_count;
+    BatchJob *jobs = round.jobs;
+
+    BatchOutcome *results = round.results =
+        (BatchOutcome *) palloc0(sizeof(BatchOutcome) * std::max(job_count, 1));
+    if (job_count > 0)
+        run_requests(jobs, job_count, results, settings, budget_ms);
+    // The worker and dfend_process_queue feed the breaker; while it finds
+    // DFend unreachable, the failures it counted were not the entries'.
+    // A COMMIT (leftovers) neither feeds nor consults it.
+    if (!leftovers && job_count > 0) {
+        for (int j = 0; j < job_count; ++j)
+            pause_hear(results[j].event, results[j].error);
+        for (int j = 0; j < job_count; ++j)
+            if ((results[j].fate == BatchFate::Transient ||
+                 results[j].fate == BatchFate::Systemic) &&
+                held_by_breaker(pause_mode(), results[j].event))
+                results[j].fate = BatchFate::Held;
+    }
+
+    store_results(round, leftovers, result);
+
     if (leftovers)
-        for (int i = 0; i < failed_count; ++i) {
-            const Settlement &failure = failed[i];
+        for (int i = 0; i < round.failed_count; ++i) {
+            const Settlement &failure = round.failed[i];
             // The COMMIT fails, so nothing of this transaction is stored.
             if (failure.fail_commit)
                 ereport(ERROR, (errcode(failure.sqlstate),
@@ -819,9 +871,9 @@ void drain(const char *schema, const OutboxSettings &settings, Entry *entries, i
     DeadLetterPolicy policy;
     policy.max_attempts = settings.max_attempts;
     policy.dead_letter_after_s = dead_letter_after_s();
-    settle(schema, policy, done, done_count, failed, failed_count);
-    settle_missing(schema, missing, missing_count);
-    result.failed = failed_count;
+    settle(schema, policy, round.done, round.done_count, round.failed, round.failed_count);
+    settle_missing(schema, round.missing, round.missing_count);
+    result.failed = round.failed_count;
 }
 
 } // namespace
