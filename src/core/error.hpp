@@ -67,6 +67,8 @@ class Error : public std::exception {
     ErrorKind kind() const noexcept { return kind_; }
     const std::string &message() const noexcept { return message_; }
     const std::string &detail() const noexcept { return detail_; }
+    // "message: detail", as last_error and reports show a failure.
+    std::string text() const { return detail_.empty() ? message_ : message_ + ": " + detail_; }
     const std::string &hint() const noexcept { return hint_; }
     long http_status() const noexcept { return http_status_; }
     // Seconds the server asked us to wait (Retry-After), or -1.

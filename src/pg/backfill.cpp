@@ -202,13 +202,6 @@ Target resolve_target(FunctionCallInfo fcinfo, Oid table, const char *user_id_co
     return target;
 }
 
-std::string error_text(const Error &error)
-{
-    std::string text = error.message();
-    if (!error.detail().empty())
-        text += ": " + error.detail();
-    return text;
-}
 
 bool needs_request(const BatchRow &row)
 {
@@ -370,7 +363,7 @@ void handle_rows(const BatchRows &batch, RowResult *results, const BatchSettings
             } catch (const Error &error) {
                 results[i].fate = BatchFate::RowFault;
                 results[i].dropped_count = 0;
-                results[i].error = server_text(error_text(error));
+                results[i].error = server_text(error.text());
             }
         }
         return;

@@ -42,21 +42,15 @@ RequestEngine &batch_engine(int concurrency, double max_rate, bool rate_limits_n
 
 namespace {
 
-std::string error_text(const Error &error)
-{
-    std::string text = error.message();
-    if (!error.detail().empty())
-        text += ": " + error.detail();
-    return text;
-}
 
 // C++-style: one engine outcome as the batch's, in the server encoding.
 void convert_outcome(const JobOutcome &outcome, BatchOutcome &result)
 {
     result.attempts = outcome.attempts;
     result.dropped_count = static_cast<int>(outcome.dropped.size());
-    result.dropped = pg_call(
-        [&] { return (DroppedRow *) palloc0(sizeof(DroppedRow) * (result.dropped_count + 1)); });
+    if (result.dropped_count > 0)
+        result.dropped = pg_call(
+            [&] { return (DroppedRow *) palloc0(sizeof(DroppedRow) * result.dropped_count); });
     for (int d = 0; d < result.dropped_count; ++d) {
         result.dropped[d].field = server_text(outcome.dropped[d].field);
         result.dropped[d].reason = server_text(outcome.dropped[d].reason);
@@ -71,7 +65,7 @@ void convert_outcome(const JobOutcome &outcome, BatchOutcome &result)
         return;
     }
     const Error &error = *outcome.error;
-    result.error = server_text(error_text(error)); // valid in the server encoding
+    result.error = server_text(error.text()); // valid in the server encoding
     result.sqlstate = sqlstate_for(error.kind(), error.http_status());
     long retry_after = error.retry_after_seconds();
     result.retry_after_ms =
@@ -168,8 +162,10 @@ ErrorData *store_ids(const StoreTarget &target, Datum keys, Oid keys_type, char 
     Datum args[2] = {keys, PointerGetDatum(text_array(ids, count))};
     Oid types[2] = {keys_type, TEXTARRAYOID};
     return run_as_owner(target.owner, target.limits, [&] {
-        if (SPI_execute_with_args(query, 2, types, args, nullptr, false, 0) != expected)
-            elog(ERROR, "could not store DFend ids in %s", target.table_sql);
+        int code = SPI_execute_with_args(query, 2, types, args, nullptr, false, 0);
+        if (code != expected)
+            elog(ERROR, "could not store DFend ids in %s: %s", target.table_sql,
+                 SPI_result_code_string(code));
         for (uint64 r = 0; r < SPI_processed; ++r) {
             bool isnull = true;
             int64 n = DatumGetInt64(

@@ -9,7 +9,7 @@
 //   2. batch_engine + send_jobs: the requests, each outcome classified by the
 //      one failure policy (src/core/outbox_policy), its id and texts
 //      converted to the server encoding;
-//   3. store_ids: one UPDATE as the table's owner;
+//   3. store_ids: one statement as the table's owner;
 //   4. record_stored_drops: the fields left out of stored registrations.
 #pragma once
 
@@ -64,7 +64,7 @@ struct BatchOutcome {
     int retry_after_ms;   // when its retry is due (Retry-After or the engine's backoff), or 0
     int sqlstate;         // what a COMMIT that must fail raises
     int dropped_count;    // fields left out (invalid_fields 'drop')
-    DroppedRow *dropped;  // their names and reasons; user_id filled in by the caller's job
+    DroppedRow *dropped;  // their fields and reasons (user_id unset: the job's)
     BreakerEvent event;   // what it tells the circuit breaker
 };
 
@@ -124,8 +124,9 @@ struct StoreTarget {
 
 // PostgreSQL-style: stores ids[i] in the rows whose key equals element i of
 // `keys` (an array Datum of `keys_type`), as the table's owner, as `mode`
-// says. holds[i] (count entries) tells whether a row now holds ids[i]. Returns the error the owner's side raised (nothing is stored
-// then), or nullptr.
+// says. holds[i] (count entries) tells whether a row now holds ids[i].
+// Returns the error the owner's side raised (nothing is stored then), or
+// nullptr.
 ErrorData *store_ids(const StoreTarget &target, Datum keys, Oid keys_type, char **ids, int count,
                      bool *holds);
 

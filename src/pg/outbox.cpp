@@ -58,15 +58,6 @@ struct Entry {
     int job; // index into jobs, -1 when no request is needed
 };
 
-// Besides the batch's fates (batch.hpp), entries end a round as: Unfinished,
-// a commit-time registration ran out of dfend.sync_timeout (the worker takes
-// the entry over at once, and no attempt is counted); Held, the request
-// failed while the breaker found DFend unreachable as a whole (no attempt
-// either, and due again at once: the breaker paces the queue); Deferred,
-// DFend's rate limit asked this request to wait (Retry-After) and the batch
-// did not wait for it (no batch barrier): no attempt, due when the wait is
-// over.
-
 struct Mapping {
     Oid owner;
     char *table_sql; // schema-qualified, quoted
@@ -85,6 +76,14 @@ struct Mapping {
 };
 
 // How one entry ends this round.
+// What the fates mean for an entry (see settle): RowFault, dead at once;
+// Transient, another attempt after a backoff; Systemic, no attempt counted,
+// again after a pause; Unfinished (a commit-time registration ran out of
+// dfend.sync_timeout), the worker takes it over at once, no attempt; Held
+// (failed while the breaker found DFend unreachable as a whole), due again
+// at once, no attempt: the breaker paces the queue; Deferred (DFend's rate
+// limit asked it to wait and the batch did not), no attempt, due when the
+// wait is over.
 struct Settlement {
     int64 entry_id;
     BatchFate fate;
@@ -729,7 +728,7 @@ void store_results(Round &round, Leftovers *leftovers, OutboxResult &result)
     const int entry_count = round.entry_count;
     Mapping *mappings = round.mappings;
     BatchJob *jobs = round.jobs;
-    int &job_count = round.job_count;
+    const int job_count = round.job_count;
     int64 *done = round.done;
     int &done_count = round.done_count;
     Settlement *failed = round.failed;
@@ -783,6 +782,8 @@ void store_results(Round &round, Leftovers *leftovers, OutboxResult &result)
             if (job < 0)
                 continue;
             const BatchOutcome &outcome = results[job];
+            if (outcome.fate == BatchFate::None || outcome.fate == BatchFate::InEngine)
+                elog(ERROR, "dfend request engine left a job unanswered");
             if (outcome.fate != BatchFate::Stored)
                 failed[failed_count++] =
                     Settlement{entries[i].entry_id, outcome.fate,          outcome.error,
@@ -799,7 +800,6 @@ void store_results(Round &round, Leftovers *leftovers, OutboxResult &result)
         }
         start = end;
     }
-
 }
 
 // Registers claimed entries: reads their rows, sends the requests, stores

@@ -7,7 +7,7 @@ namespace dfend::pg {
 
 struct OutboxResult {
     std::int64_t claimed;    // entries taken in this batch
-    std::int64_t registered; // rows that got their id
+    std::int64_t registered; // user ids whose rows got their id
     std::int64_t failed;     // entries that failed (retry later, or dead)
     std::int64_t settled;    // entries with nothing to send (row gone, id set, detached)
     double next_due_ms;      // when nothing was due: until the next entry is, or -1

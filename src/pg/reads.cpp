@@ -63,13 +63,6 @@ bool stops_the_call(ErrorKind kind)
     return kind != ErrorKind::InvalidArgument && !is_transient(kind);
 }
 
-std::string error_text(const Error &error)
-{
-    std::string text = error.message();
-    if (!error.detail().empty())
-        text += ": " + error.detail();
-    return text;
-}
 
 // PostgreSQL-style: a value of any type as the text DFend gets, by the type's
 // output function: the same text the trigger and backfills send for a
@@ -122,7 +115,7 @@ void look_up(LookupKey key, char **values, int count, int *distinct_of, Answer *
         if (outcome.error) {
             answer.failed = true;
             // Already through safe_reply_text (Error::redact) in the engine.
-            answer.error = server_text(error_text(*outcome.error));
+            answer.error = server_text(outcome.error->text());
             answer.sqlstate = sqlstate_for(outcome.error->kind(), outcome.error->http_status());
             continue;
         }
