@@ -65,6 +65,10 @@ struct Database {
     TimestampTz start_after;
     bool listed;
     NameData name;
+    // CREATE or ALTER EXTENSION dfend committed while a worker was still
+    // running: it may have looked for dfend just before and be on its way
+    // out as NotInstalled, so that exit starts another worker at once.
+    bool probed_while_running;
 };
 
 HTAB *databases = nullptr;
@@ -172,6 +176,7 @@ void start_worker(Database *database)
     }
     database->handle = handle;
     database->status = Status::Running;
+    database->probed_while_running = false; // this worker looks for dfend itself
 }
 
 // A worker registered by this launcher has ended: why, and what next.
@@ -184,7 +189,8 @@ void worker_ended(Database *database, const SlotView &view)
     TimestampTz now = GetCurrentTimestamp();
     switch (view.exit) {
     case WorkerExit::NotInstalled:
-        database->status = Status::NotInstalled;
+        database->status = database->probed_while_running ? Status::Start : Status::NotInstalled;
+        database->start_after = now;
         break;
     case WorkerExit::SteppedAside:
     case WorkerExit::Excluded:
@@ -233,6 +239,7 @@ void scan()
             database->status = Status::Start;
             database->handle = nullptr;
             database->start_after = 0;
+            database->probed_while_running = false;
         }
         database->name = entry->name; // follows ALTER DATABASE RENAME
         database->listed = true;
@@ -255,6 +262,8 @@ void scan()
             }
             continue;
         }
+        if (view.probe && running)
+            database->probed_while_running = true;
         if (view.probe && database->status == Status::NotInstalled) {
             database->status = Status::Start;
             database->start_after = now;
