@@ -49,6 +49,10 @@ struct RateState {
     std::uint32_t epoch_sent = 0;      // send slots handed out in this epoch
     std::uint32_t epoch_answers = 0;   // accepted + throttled answers in this epoch
     std::uint32_t epoch_throttled = 0; // 429s among them
+    // How long (in 100 ms epochs) the callers have kept sending at the rate
+    // without a 429 since the last epoch that had any: the fast growth
+    // waits for it (see close_epoch).
+    double clean_length = 0;
     double throttled_share = 0;        // smoothed share of 429s, for visibility
     std::uint64_t sent = 0;            // totals, for visibility
     std::uint64_t throttled = 0;
