@@ -99,7 +99,7 @@ PY
     sql "TRUNCATE attached_users" >/dev/null
     # One backend inserts, commits and polls every 2 ms for the id: a psql
     # started per poll would take the CPU the worker needs on 2 cores. The
-    # figure is the worker's own: from the INSERT (created_at, so the commit
+    # figure is what the worker takes: from the INSERT (created_at, so the commit
     # counts too) to the UPDATE that stores the id (stored_at).
     psql -Xq <<SQL
 CREATE PROCEDURE one_at_a_time(n int) LANGUAGE plpgsql AS \$p\$
