@@ -265,15 +265,45 @@ const OutboxTarget &find_outbox()
 // construction.
 constexpr int kBatchRows = 1000;
 
-struct OutboxWriter {
-    OutboxTarget target;
-    Relation outbox;
+// One of dfend's tables opened for such direct inserts, with its indexes.
+struct DirectInsert {
+    Relation relation;
     EState *estate;
     ResultRelInfo *result_relation;
+    CommandId command;
+    TimestampTz now; // what now() returns
+};
+
+void direct_open(DirectInsert *insert, Oid table)
+{
+    insert->relation = table_open(table, RowExclusiveLock);
+    insert->estate = CreateExecutorState();
+    insert->result_relation = makeNode(ResultRelInfo);
+    InitResultRelInfo(insert->result_relation, insert->relation, 1, nullptr, 0);
+    ExecOpenIndices(insert->result_relation, false);
+    insert->command = GetCurrentCommandId(true);
+    insert->now = GetCurrentTransactionStartTimestamp();
+}
+
+// The index entries of a tuple just inserted into the heap.
+void direct_index(DirectInsert *insert, TupleTableSlot *slot)
+{
+    compat::insert_index_tuples(insert->result_relation, slot, insert->estate);
+    ResetPerTupleExprContext(insert->estate);
+}
+
+void direct_close(DirectInsert *insert)
+{
+    ExecCloseIndices(insert->result_relation);
+    FreeExecutorState(insert->estate);
+    table_close(insert->relation, NoLock);
+}
+
+struct OutboxWriter {
+    OutboxTarget target;
+    DirectInsert outbox;
     TupleTableSlot **slots; // capacity, made as they are first needed
     int capacity, made, used;
-    CommandId command;
-    TimestampTz now;
     MemoryContext batch_memory; // the batch's values, reset after each
     Datum state, reason;
 };
@@ -283,15 +313,9 @@ void writer_open(OutboxWriter *writer, const char *reason, int capacity)
 {
     *writer = {};
     writer->target = find_outbox();
-    writer->outbox = table_open(writer->target.table, RowExclusiveLock);
-    writer->estate = CreateExecutorState();
-    writer->result_relation = makeNode(ResultRelInfo);
-    InitResultRelInfo(writer->result_relation, writer->outbox, 1, nullptr, 0);
-    ExecOpenIndices(writer->result_relation, false);
+    direct_open(&writer->outbox, writer->target.table);
     writer->capacity = std::clamp(capacity, 1, kBatchRows);
     writer->slots = (TupleTableSlot **) palloc0(sizeof(TupleTableSlot *) * writer->capacity);
-    writer->command = GetCurrentCommandId(true);
-    writer->now = GetCurrentTransactionStartTimestamp(); // what now() returns
     writer->batch_memory =
         AllocSetContextCreate(CurrentMemoryContext, "dfend outbox batch", ALLOCSET_DEFAULT_SIZES);
     writer->state = CStringGetTextDatum("pending");
@@ -302,10 +326,10 @@ void writer_flush(OutboxWriter *writer)
 {
     if (writer->used == 0)
         return;
-    table_multi_insert(writer->outbox, writer->slots, writer->used, writer->command, 0, nullptr);
+    table_multi_insert(writer->outbox.relation, writer->slots, writer->used,
+                       writer->outbox.command, 0, nullptr);
     for (int i = 0; i < writer->used; ++i) {
-        compat::insert_index_tuples(writer->result_relation, writer->slots[i], writer->estate);
-        ResetPerTupleExprContext(writer->estate);
+        direct_index(&writer->outbox, writer->slots[i]);
         ExecClearTuple(writer->slots[i]);
     }
     writer->used = 0;
@@ -320,8 +344,8 @@ int64 writer_add(OutboxWriter *writer, Oid table, const char *user_id)
     const OutboxTarget &target = writer->target;
     if (writer->used == writer->made)
         writer->slots[writer->made++] =
-            MakeSingleTupleTableSlot(RelationGetDescr(writer->outbox),
-                                     table_slot_callbacks(writer->outbox));
+            MakeSingleTupleTableSlot(RelationGetDescr(writer->outbox.relation),
+                                     table_slot_callbacks(writer->outbox.relation));
     TupleTableSlot *slot = writer->slots[writer->used++];
     Datum *values = slot->tts_values;
     bool *nulls = slot->tts_isnull;
@@ -339,8 +363,8 @@ int64 writer_add(OutboxWriter *writer, Oid table, const char *user_id)
     set(target.reason, writer->reason);
     set(target.state, writer->state);
     set(target.attempts, Int32GetDatum(0));
-    set(target.next_attempt_at, TimestampTzGetDatum(writer->now));
-    set(target.enqueued_at, TimestampTzGetDatum(writer->now));
+    set(target.next_attempt_at, TimestampTzGetDatum(writer->outbox.now));
+    set(target.enqueued_at, TimestampTzGetDatum(writer->outbox.now));
     ExecStoreVirtualTuple(slot);
     if (writer->used == writer->capacity)
         writer_flush(writer);
@@ -352,10 +376,8 @@ void writer_close(OutboxWriter *writer)
     writer_flush(writer);
     for (int i = 0; i < writer->made; ++i)
         ExecDropSingleTupleTableSlot(writer->slots[i]);
-    ExecCloseIndices(writer->result_relation);
-    FreeExecutorState(writer->estate);
     MemoryContextDelete(writer->batch_memory);
-    table_close(writer->outbox, NoLock);
+    direct_close(&writer->outbox);
 }
 
 // A statement of an async table that inserted more rows than
@@ -371,12 +393,8 @@ constexpr Size kBulkBytes = 1024 * 1024;
 
 struct BulkWriter {
     OutboxTarget target;
-    Relation bulk;
-    EState *estate;
-    ResultRelInfo *result_relation;
+    DirectInsert bulk;
     TupleTableSlot *slot;
-    CommandId command;
-    TimestampTz now;
     MemoryContext chunk_memory; // the chunk's keys, reset after each row
     Oid table;                  // the attached table, from the trigger's relation
     Datum *keys;                // text
@@ -389,15 +407,9 @@ void bulk_open(BulkWriter *writer, Oid table)
 {
     *writer = {};
     writer->target = find_outbox();
-    writer->bulk = table_open(writer->target.bulk_table, RowExclusiveLock);
-    writer->estate = CreateExecutorState();
-    writer->result_relation = makeNode(ResultRelInfo);
-    InitResultRelInfo(writer->result_relation, writer->bulk, 1, nullptr, 0);
-    ExecOpenIndices(writer->result_relation, false);
-    writer->slot = MakeSingleTupleTableSlot(RelationGetDescr(writer->bulk),
-                                            table_slot_callbacks(writer->bulk));
-    writer->command = GetCurrentCommandId(true);
-    writer->now = GetCurrentTransactionStartTimestamp(); // what now() returns
+    direct_open(&writer->bulk, writer->target.bulk_table);
+    writer->slot = MakeSingleTupleTableSlot(RelationGetDescr(writer->bulk.relation),
+                                            table_slot_callbacks(writer->bulk.relation));
     writer->chunk_memory = AllocSetContextCreate(CurrentMemoryContext, "dfend outbox bulk chunk",
                                                  ALLOCSET_DEFAULT_SIZES);
     writer->table = table;
@@ -428,11 +440,10 @@ void bulk_flush(BulkWriter *writer)
     set(target.bulk_table_name, ObjectIdGetDatum(writer->table));
     set(target.bulk_user_ids, PointerGetDatum(user_ids));
     set(target.bulk_reason, writer->reason);
-    set(target.bulk_enqueued_at, TimestampTzGetDatum(writer->now));
+    set(target.bulk_enqueued_at, TimestampTzGetDatum(writer->bulk.now));
     ExecStoreVirtualTuple(slot);
-    table_tuple_insert(writer->bulk, slot, writer->command, 0, nullptr);
-    compat::insert_index_tuples(writer->result_relation, slot, writer->estate);
-    ResetPerTupleExprContext(writer->estate);
+    table_tuple_insert(writer->bulk.relation, slot, writer->bulk.command, 0, nullptr);
+    direct_index(&writer->bulk, slot);
     ExecClearTuple(slot);
     writer->count = 0;
     writer->bytes = 0;
@@ -454,10 +465,8 @@ void bulk_close(BulkWriter *writer)
 {
     bulk_flush(writer);
     ExecDropSingleTupleTableSlot(writer->slot);
-    ExecCloseIndices(writer->result_relation);
-    FreeExecutorState(writer->estate);
     MemoryContextDelete(writer->chunk_memory);
-    table_close(writer->bulk, NoLock);
+    direct_close(&writer->bulk);
 }
 
 // The table a row is queued under: the attached one, which is the root of
